@@ -17,6 +17,8 @@ class ModelShape:
 
     `mlp_ratio` is d_ff / d_model. For `llama` (SwiGLU) the default 8/3 keeps the MLP's
     parameter count equal to a GELU MLP of ratio 4; d_ff is rounded to `mlp_multiple_of`.
+    `qk_norm` normalizes queries and keys per head (a norm over head_dim, shared by the heads)
+    before the attention logits; it adds parameters, which `scaling.flops` counts.
     """
 
     d_model: int
@@ -28,6 +30,7 @@ class ModelShape:
     mlp_ratio: float | None = None
     tied_embeddings: bool = True
     mlp_multiple_of: int = 1
+    qk_norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "vocab_size", "context", "mlp_multiple_of"):
@@ -38,6 +41,9 @@ class ModelShape:
             raise ConfigError("variant", self.variant, " | ".join(VARIANTS))
         if self.d_model % self.n_heads:
             raise ConfigError("n_heads", self.n_heads, f"a divisor of d_model={self.d_model}")
+        for name in ("tied_embeddings", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "true or false")
         if self.mlp_ratio is not None and not self.mlp_ratio > 0:
             raise ConfigError("mlp_ratio", self.mlp_ratio, "a positive number")
         if self.variant == "llama" and self.head_dim % 2:
