@@ -10,7 +10,7 @@ from scaling import __version__
 from scaling.errors import ScalingError
 
 # Each module defines `register(subparsers)`, adding its commands with `set_defaults(func=...)`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("scaling.cli.data",)
 
 
 def build_parser() -> argparse.ArgumentParser:
