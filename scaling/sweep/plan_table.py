@@ -1,0 +1,139 @@
+"""The `--dry-run` plan table: each run's shape, N and C under every convention, achieved vs
+budgeted compute, and an estimated wall time from measured throughput (or a stated assumption).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaling import flops
+from scaling.io import read_json, read_jsonl
+from scaling.sweep.designs import PlannedRun
+from scaling.sweep.status import format_duration
+
+ASSUMED_CPU_PEAK = 1e11  # FLOP/s, when this machine has no cached measurement
+ASSUMED_MFU = 0.25  # of the peak, when no run in the folder has measured it
+STARTUP_S = 8.0  # per run: worker start, JAX import, compilation (measured on a 2-core CPU)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """How the wall time is estimated: FLOP/s achieved and where the numbers came from."""
+
+    peak: float
+    mfu: float
+    source: str
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.peak * self.mfu
+
+
+def estimate_throughput(
+    out_dir: str | Path | None, device: str | None, compute_dtype: str
+) -> Throughput:
+    """Peak: the table (for `device`) or this CPU's cached measurement, else an assumption.
+    MFU: the median measured by finished runs in `out_dir`, else an assumption."""
+    from scaling.train import throughput
+
+    if device:
+        peak = throughput.table_peak(device, compute_dtype)
+        if peak is None:
+            from scaling.errors import ConfigError
+
+            kinds = ", ".join(throughput.ACCELERATOR_PEAKS)
+            raise ConfigError("--device", device, kinds)
+        peak_flops, peak_src = peak.flops, f"peak {peak.source}"
+    else:
+        cached = _cached_cpu_peak(throughput.cache_dir() / "cpu_peak.json")
+        if cached:
+            peak_flops, peak_src = cached, "peak measured on this CPU (cached)"
+        else:
+            peak_flops, peak_src = ASSUMED_CPU_PEAK, f"peak ASSUMED {ASSUMED_CPU_PEAK:.3g} FLOP/s"
+    mfus = _measured_mfus(out_dir) if out_dir else []
+    if mfus:
+        mfu, mfu_src = statistics.median(mfus), f"MFU {statistics.median(mfus):.2f} measured"
+    else:
+        mfu, mfu_src = ASSUMED_MFU, f"MFU ASSUMED {ASSUMED_MFU}"
+    return Throughput(peak_flops, mfu, f"{peak_src}; {mfu_src}")
+
+
+def _cached_cpu_peak(path: Path) -> float | None:
+    """This host's latest cached matmul peak (written by scaling.train.throughput)."""
+    try:
+        entries = read_json(path)
+    except (OSError, ValueError):
+        return None
+    node = platform.node()
+    mine = [
+        e
+        for e in entries.values()
+        if isinstance(e, dict) and str(e.get("key", "")).split(" | ")[0] == node
+    ]
+    if not mine:
+        return None
+    return float(max(mine, key=lambda e: e.get("measured", 0))["flops"])
+
+
+def _measured_mfus(out_dir: str | Path) -> list[float]:
+    runs = Path(out_dir) / "runs"
+    if not runs.is_dir():
+        return []
+    out = []
+    for d in runs.iterdir():
+        rows = read_jsonl(d / "metrics.jsonl")
+        if rows and isinstance(rows[-1].get("mfu"), int | float) and rows[-1]["mfu"] > 0:
+            out.append(float(rows[-1]["mfu"]))
+    return out
+
+
+def run_seconds(run: PlannedRun, tp: Throughput) -> float:
+    """Estimated wall time of one run: its attention-convention FLOPs at the estimated rate."""
+    compute = flops.training_flops(run.shape, run.tokens, "attention")
+    return STARTUP_S + compute / tp.flops_per_s
+
+
+def format_plan(runs: list[PlannedRun], convention: str, tp: Throughput, workers: int) -> str:
+    """The plan table and its totals."""
+    head = (
+        f"{'run_id':<12} {'shape':<20} {'N_nonemb':>9} {'N_total':>9} {'D':>10} {'steps':>6} "
+        f"{'C_kaplan':>9} {'C_attn':>9} {'C_chinch':>9} {'budget':>9} {'achieved':>8} "
+        f"{'est':>7}  axes"
+    )
+    lines = [head]
+    total_s = 0.0
+    total_c = dict.fromkeys(flops.CONVENTIONS, 0.0)
+    for r in runs:
+        s = r.shape
+        counts = flops.param_counts(s)
+        c = {conv: flops.training_flops(s, r.tokens, conv) for conv in flops.CONVENTIONS}
+        for conv in c:
+            total_c[conv] += c[conv]
+        budget = r.point.get("budget")
+        ratio = f"{c[convention] / budget:.4f}" if budget else "-"
+        secs = run_seconds(r, tp)
+        total_s += secs
+        axes = " ".join(f"{k}={v}" for k, v in r.point.get("axes", {}).items())
+        shape = f"{s.variant} d{s.d_model} L{s.n_layers} H{s.n_heads}"
+        lines.append(
+            f"{r.run_id:<12} {shape:<20} {counts.N_nonembedding:>9.3g} {counts.N_total:>9.3g} "
+            f"{r.tokens:>10.4g} {r.config.total_steps:>6} {c['kaplan']:>9.3g} "
+            f"{c['attention']:>9.3g} {c['chinchilla']:>9.3g} "
+            f"{(f'{budget:.3g}' if budget else '-'):>9} {ratio:>8} {format_duration(secs):>7}  "
+            f"{axes}"
+        )
+    lines.append("")
+    lines.append(
+        f"{len(runs)} runs; compute kaplan {total_c['kaplan']:.3g}, attention "
+        f"{total_c['attention']:.3g}, chinchilla {total_c['chinchilla']:.3g} FLOPs; "
+        f"'achieved' = C_{convention} / budget"
+    )
+    lines.append(
+        f"estimated wall time: {format_duration(total_s)} in one worker, "
+        f"~{format_duration(total_s / max(1, workers))} with {workers} "
+        f"(rate {tp.flops_per_s:.3g} FLOP/s: {tp.source}; + {STARTUP_S:.0f}s startup per run)"
+    )
+    return "\n".join(lines)
