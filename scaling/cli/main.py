@@ -10,7 +10,7 @@ from scaling import __version__
 from scaling.errors import ScalingError
 
 # Each module defines `register(subparsers)`, adding its commands with `set_defaults(func=...)`.
-COMMAND_MODULES: tuple[str, ...] = ("scaling.cli.data",)
+COMMAND_MODULES: tuple[str, ...] = ("scaling.cli.data", "scaling.cli.sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
