@@ -110,6 +110,7 @@ def test_tokens_folder_checks(tmp_path):
     with pytest.raises(DataError, match=r"no manifest\.json"):
         load_tokens(f"tokens:{tmp_path / 'junk'}")
     prepare("synthetic:markov?vocab=4&tokens=1000", tmp_path / "ds")
+    assert load_tokens(f"tokens:{tmp_path / 'ds'}", "bytes").vocab_size == 4  # the default
     with pytest.raises(ConfigError, match="tokenizer = 'bpe:500'"):
         load_tokens(f"tokens:{tmp_path / 'ds'}", "bpe:500")
     with open(tmp_path / "ds" / "train.bin", "ab") as f:

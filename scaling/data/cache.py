@@ -41,13 +41,13 @@ def load_tokens(
 ) -> TokenData:
     """Train/val token memmaps of `source`, preparing them into the cache on first use.
 
-    `tokenizer` None means bytes for raw sources and whatever a ``tokens:`` folder holds; a
-    value given for a ``tokens:`` folder must match its manifest.
+    `tokenizer` None means bytes for raw sources. A ``tokens:`` folder keeps the tokenizer it
+    was prepared with: None or the default "bytes" accept it, any other value must match it.
     """
     src = corpora.parse_source(source)
     if src.scheme == "tokens":
         data = open_shards(src.target)
-        if tokenizer is not None and tokenizer != data.manifest.tokenizer:
+        if tokenizer not in (None, DEFAULT_TOKENIZER, data.manifest.tokenizer):
             raise ConfigError(
                 "tokenizer", tokenizer, f"{data.manifest.tokenizer} (as {src.target} was prepared)"
             )

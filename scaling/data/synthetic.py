@@ -30,13 +30,14 @@ MARKOV_DEFAULTS: dict[str, float] = {
 _INT_LIMITS = {
     "vocab": (2, 65536),
     "branching": (1, 65536),
-    "tokens": (2, 2_000_000_000),
+    "tokens": (2, 500_000_000),
     "doc": (2, 100_000_000),
     "seed": (0, 2**63 - 1),
 }
+MAX_TRANSITIONS = 1 << 24  # vocab * branching: the size of the transition table
 SPEC_HELP = (
     "synthetic:markov?vocab=V&branching=K&tokens=N&doc=L&alpha=A&seed=S "
-    "(2<=V<=65536, 1<=K<=V, N>=2, L>=2, A>0, S>=0; all optional)"
+    "(2<=V<=65536, 1<=K<=V, V*K<=2**24, 2<=N<=5e8, L>=2, A>0, S>=0; all optional)"
 )
 
 
@@ -74,7 +75,7 @@ class MarkovChain:
         """[n_docs, doc_len] independent stationary chains (vectorized over documents)."""
         cum = np.cumsum(self.probs, axis=1)
         cum[:, -1] = 1.0
-        out = np.empty((n_docs, doc_len), dtype=np.int64)
+        out = np.empty((n_docs, doc_len), dtype=np.int32)
         cum_pi = np.cumsum(self.stationary)
         cum_pi[-1] = 1.0
         out[:, 0] = np.searchsorted(cum_pi, rng.random(n_docs), side="right")
@@ -104,6 +105,13 @@ def parse_markov_params(query: str, spec: str) -> dict[str, float]:
         raise ConfigError(
             "source.branching", params["branching"], f"<= vocab ({params['vocab']})", context=spec
         )
+    if params["vocab"] * params["branching"] > MAX_TRANSITIONS:
+        raise ConfigError(
+            "source.branching",
+            params["branching"],
+            f"vocab * branching <= {MAX_TRANSITIONS}",
+            context=spec,
+        )
     if not (params["alpha"] > 0 and np.isfinite(params["alpha"])):
         raise ConfigError("source.alpha", params["alpha"], "a positive number", context=spec)
     return params
@@ -115,7 +123,7 @@ def make_markov_chain(vocab: int, branching: int, alpha: float, seed: int) -> Ma
     succ = np.empty((vocab, branching), dtype=np.int64)
     for i in range(vocab):
         nxt = (i + 1) % vocab
-        others = rng.permutation(vocab - 1)[: branching - 1]
+        others = rng.choice(vocab - 1, size=branching - 1, replace=False)
         others = np.where(others >= nxt, others + 1, others)  # skip nxt itself
         succ[i] = np.sort(np.concatenate([[nxt], others]))
     probs = rng.dirichlet(np.full(branching, alpha), size=vocab)
@@ -124,19 +132,36 @@ def make_markov_chain(vocab: int, branching: int, alpha: float, seed: int) -> Ma
     return MarkovChain(succ, probs, _stationary(succ, probs))
 
 
-def _stationary(succ: np.ndarray, probs: np.ndarray, tol: float = 1e-14) -> np.ndarray:
-    """Stationary distribution by power iteration on the lazy chain (P + I) / 2."""
+def _stationary(succ: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Stationary distribution pi = pi P of an irreducible chain.
+
+    Exact linear solve up to 1024 states; beyond, power iteration on the lazy chain (P + I) / 2
+    (same pi, aperiodic), which converges fast on these random expanders, and is checked.
+    """
     V = probs.shape[0]
+    if succ.shape[1] == 1:  # the cycle i -> i + 1: a permutation, so pi is uniform
+        return np.full(V, 1.0 / V)
+    if V <= 1024:
+        A = np.zeros((V, V))
+        np.add.at(A, (succ.ravel(), np.repeat(np.arange(V), succ.shape[1])), probs.ravel())
+        A -= np.eye(V)
+        A[-1, :] = 1.0  # replace one (redundant) balance equation by sum(pi) = 1
+        b = np.zeros(V)
+        b[-1] = 1.0
+        pi = np.clip(np.linalg.solve(A, b), 0.0, None)
+        return pi / pi.sum()
     pi = np.full(V, 1.0 / V)
-    flat_succ = succ.ravel()
-    for _ in range(1_000_000):
-        moved = np.bincount(flat_succ, weights=(pi[:, None] * probs).ravel(), minlength=V)
+    weights = probs.ravel()
+    for _ in range(100_000):
+        moved = np.bincount(
+            succ.ravel(), weights=np.repeat(pi, succ.shape[1]) * weights, minlength=V
+        )
         new = 0.5 * (pi + moved)
         new /= new.sum()
-        if np.abs(new - pi).sum() < tol:
+        if np.abs(new - pi).sum() < 1e-14:
             return new
         pi = new
-    return pi
+    raise ConfigError("source.branching", succ.shape[1], "a chain that mixes (try branching >= 2)")
 
 
 def markov_tokens(params: dict[str, float]) -> tuple[MarkovChain, list[np.ndarray]]:
