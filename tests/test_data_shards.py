@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scaling.data import corpora, shards
-from scaling.data.cache import load_tokens
+from scaling.data.cache import cache_key, load_tokens
 from scaling.data.corpora import parse_source, read_text_corpus, split_by_document
 from scaling.data.shards import open_shards, prepare
 from scaling.data.tokenizers import token_dtype
@@ -149,6 +149,18 @@ def test_cache_prepares_once_and_notices_edits(tmp_path):
     assert c.manifest.content_hash != a.manifest.content_hash
     d = load_tokens(f"tokens:{c.path}")
     assert d.manifest == c.manifest
+
+
+def test_cache_removes_what_a_killed_prepare_left(tmp_path):
+    source = "synthetic:markov?vocab=6&tokens=4000"
+
+    key = cache_key(parse_source(source), "bytes", 0.01, corpora.DEFAULT_SUFFIXES, None, None)
+    stale = tmp_path / f".{key}.tmp-dead"
+    stale.mkdir()
+    (stale / "train.bin").write_bytes(b"\0" * 10)
+    data = load_tokens(source, cache_dir=tmp_path)
+    assert data.path == tmp_path / key
+    assert not stale.exists()
 
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ The cache root is `cache_dir`, else ``$SCALING_CACHE_DIR/data``, else ``~/.cache
 Each entry is keyed on a hash of the source spec, tokenizer, split and reading options, and a
 fingerprint of the input files (names, sizes, modification times), so an edited corpus is
 prepared again. Concurrent callers serialize on a lock file; the entry itself appears by an
-atomic rename, so a reader sees a complete dataset or none.
+atomic rename, so a reader sees a complete dataset or none, and the temporary folder of a
+killed prepare is removed by the next one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 from scaling.data import corpora, synthetic
@@ -65,6 +67,10 @@ def load_tokens(
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not (entry / MANIFEST_FILE).is_file():
+                for stale in root.glob(
+                    f".{key}.tmp-*"
+                ):  # left by a killed prepare; we hold the lock
+                    shutil.rmtree(stale, ignore_errors=True)
                 try:
                     prepare(
                         source,
