@@ -60,16 +60,16 @@ def run_id_for(config: RunConfig, extra: dict | None = None) -> str:
 
 
 def plan(spec: SweepSpec) -> list[PlannedRun]:
-    """Every run of the sweep, in order (design points, then axis values); ids unique."""
+    """Every run of the sweep, ordered by design point, then axis values; ids unique."""
     base = copy.deepcopy(spec.base)
     _check_base(base, spec.design)
     _validate(base, "base")
-    runs: list[PlannedRun] = []
-    seen: set[str] = set()
-    for combo in _axis_combinations(spec.axes):
+    ordered: list[tuple[int, int, PlannedRun]] = []
+    for c, combo in enumerate(_axis_combinations(spec.axes)):
         cfg_dict = _with_axes(base, combo)
         resolved = _validate(cfg_dict, "axes" if combo else "base", combo)
-        for shape, steps, point in design_points(spec.design, resolved, spec.convention):
+        points = design_points(spec.design, resolved, spec.convention)
+        for i, (shape, steps, point) in enumerate(points):
             d = copy.deepcopy(cfg_dict)
             d["model"] = shape.to_dict()
             d.setdefault("train", {})
@@ -77,11 +77,13 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
             d["train"]["tokens"] = None
             config = _validate(d, "axes" if combo else "base", combo)
             full_point = {**point, "axes": dict(combo), "convention": spec.convention}
-            rid = run_id_for(config)
-            if rid in seen:
-                continue  # two design points mapped onto the same run (e.g. one shape)
-            seen.add(rid)
-            runs.append(PlannedRun(rid, config, full_point))
+            ordered.append((i, c, PlannedRun(run_id_for(config), config, full_point)))
+    runs: list[PlannedRun] = []
+    seen: set[str] = set()
+    for _i, _c, run in sorted(ordered, key=lambda t: (t[0], t[1])):
+        if run.run_id not in seen:  # two design points may map onto one run (one shape)
+            seen.add(run.run_id)
+            runs.append(run)
     return runs
 
 
