@@ -167,3 +167,27 @@ def test_failed_run_is_recorded_and_rerun_only_with_retry_failed(tmp_path, monke
     retry = run_sweep(spec, out, train_fn=fake_train, retry_failed=True, poll_s=0.05, log=None)
     assert sorted(retry.started) == sorted(failed)  # each retried once, not in a loop
     assert retry.counts() == {"done": 4, "failed": 2}
+
+
+def test_wsd_branches_start_from_their_stable_segment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_S", "0")
+    spec = tmp_path / "wsd.toml"
+    spec.write_text(
+        write_sweep(tmp_path, steps=50).read_text().replace('"optim.lr" = [1e-3, 3e-3, 1e-2]', "")
+        + "[wsd]\ncooldown_fraction = 0.2\nbranch_fractions = [0.4, 1.0]\n"
+    )
+    summary = run_sweep(
+        spec, tmp_path / "out", train_fn=fake_train, workers=2, poll_s=0.02, log=None
+    )
+    assert set(summary.states.values()) == {"done"} and len(summary.states) == 8
+    store = RunStore(tmp_path / "out")
+    for run_id in store.run_ids():
+        point = store.read_run(run_id)["point"]
+        calls = read_jsonl(store.run_dir(run_id) / "invocations.jsonl")
+        parent = point["init_from"]
+        want = store.read_run(parent)["config"]["train"]["steps"] if parent else 0
+        assert [c["start_step"] for c in calls] == [want], point
+    df = load_results(tmp_path / "out")
+    annealed = df[df["annealed"]]
+    assert sorted(annealed["step"]) == [20, 20, 50, 50]  # each branch's last evaluation
+    assert set(df[df["step"] < 16]["annealed"]) == {False}

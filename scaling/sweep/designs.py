@@ -84,6 +84,10 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
         if run.run_id not in seen:  # two design points may map onto one run (one shape)
             seen.add(run.run_id)
             runs.append(run)
+    if spec.wsd is not None:
+        from scaling.sweep.wsd import expand_wsd
+
+        runs = expand_wsd(runs, spec.wsd)
     return runs
 
 

@@ -109,6 +109,8 @@ class _Runner:
         self.train_fn = train_fn
         self.log = log or (lambda _msg: None)
         self.retryable = {r for r in run_ids if retry_failed and store.state(r) == "failed"}
+        # A run that starts from another's final checkpoint (WSD) waits for it to be done.
+        self.parents = {r: store.read_run(r).get("point", {}).get("init_from") for r in run_ids}
         self.attempted: set[str] = set()
         self.active: dict[str, tuple[Any, Lease, float]] = {}
         self.summary = SweepSummary()
@@ -120,6 +122,12 @@ class _Runner:
             return False
         if state == "failed":
             return run_id in self.retryable and run_id not in self.attempted
+        parent = self.parents.get(run_id)
+        if parent and self.store.state(parent) != "done":
+            if self.store.state(parent) == "diverged":
+                self.store.mark_failed(run_id, f"the run it starts from ({parent}) diverged")
+                return False
+            return self.needs_run(parent)  # waits for its parent, unless that will not run
         return True
 
     def loop(self, poll_s: float, heartbeat_s: float) -> SweepSummary:
@@ -144,6 +152,9 @@ class _Runner:
             if len(self.active) >= self.workers:
                 return
             if run_id in self.active or not self.needs_run(run_id):
+                continue
+            parent = self.parents.get(run_id)
+            if parent and self.store.state(parent) != "done":
                 continue
             lease = self.store.try_claim(run_id, allow_failed=run_id in self.retryable)
             if lease is None:
@@ -220,6 +231,11 @@ def worker_main(run_dir: str, train_fn: TrainFn | None, parent_pid: int) -> None
 
         record = read_json(run_path / "run.json")
         config = RunConfig.from_dict(record["config"])
+        parent = record.get("point", {}).get("init_from")
+        if parent:
+            from scaling.sweep.wsd import start_from_parent
+
+            start_from_parent(run_path, run_path.parent / parent)
         if train_fn is None:
             from scaling.train import train as train_fn
         train_fn(config, run_path, resume=True, progress=False)
