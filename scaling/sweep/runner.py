@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,26 @@ def run_sweep(
     store = prepare_sweep_dir(spec, runs, out_dir)
     if stale_after_s is not None:
         store.stale_after_s = stale_after_s
-    return _Runner(store, [r.run_id for r in runs], workers, retry_failed, train_fn, log).loop(
-        poll_s, heartbeat_s
-    )
+    runner = _Runner(store, [r.run_id for r in runs], workers, retry_failed, train_fn, log)
+    with _sigterm_as_interrupt():
+        return runner.loop(poll_s, heartbeat_s)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the runner like Ctrl-C: workers stopped, leases released, runs resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Runner:
@@ -112,19 +129,29 @@ class _Runner:
         # A run that starts from another's final checkpoint (WSD) waits for it to be done.
         self.parents = {r: store.read_run(r).get("point", {}).get("init_from") for r in run_ids}
         self.attempted: set[str] = set()
+        self.final: dict[str, str] = {}
         self.active: dict[str, tuple[Any, Lease, float]] = {}
         self.summary = SweepSummary()
         self.ctx = mp.get_context("spawn")
 
-    def needs_run(self, run_id: str) -> bool:
+    def state(self, run_id: str) -> str:
+        """The run's state; a result (done/diverged) is final, so it is cached."""
+        if run_id in self.final:
+            return self.final[run_id]
         state = self.store.state(run_id)
+        if state in TERMINAL_STATES:
+            self.final[run_id] = state
+        return state
+
+    def needs_run(self, run_id: str) -> bool:
+        state = self.state(run_id)
         if state in TERMINAL_STATES:
             return False
         if state == "failed":
             return run_id in self.retryable and run_id not in self.attempted
         parent = self.parents.get(run_id)
-        if parent and self.store.state(parent) != "done":
-            if self.store.state(parent) == "diverged":
+        if parent and self.state(parent) != "done":
+            if self.state(parent) == "diverged":
                 self.store.mark_failed(run_id, f"the run it starts from ({parent}) diverged")
                 return False
             return self.needs_run(parent)  # waits for its parent, unless that will not run
@@ -154,7 +181,7 @@ class _Runner:
             if run_id in self.active or not self.needs_run(run_id):
                 continue
             parent = self.parents.get(run_id)
-            if parent and self.store.state(parent) != "done":
+            if parent and self.state(parent) != "done":
                 continue
             lease = self.store.try_claim(run_id, allow_failed=run_id in self.retryable)
             if lease is None:
