@@ -1,0 +1,189 @@
+"""The Transformer family: exact parameter counts, shapes, causality, rotary, dtypes, purity."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from scaling import flops
+from scaling.errors import ConfigError
+from scaling.model.shape import ModelShape
+from scaling.model.transformer import make_model, param_count, rotary
+
+# Both variants; tied and untied; with and without QK-norm; odd vocab, mlp rounding, 1 head.
+SHAPES = [
+    ModelShape(d_model=32, n_layers=2, n_heads=4, vocab_size=61, context=16, variant="gpt2"),
+    ModelShape(
+        d_model=48, n_layers=3, n_heads=3, vocab_size=100, context=24, tied_embeddings=False
+    ),
+    ModelShape(d_model=32, n_layers=1, n_heads=2, context=8, variant="gpt2", qk_norm=True),
+    ModelShape(d_model=40, n_layers=2, n_heads=5, vocab_size=77, context=16, variant="llama"),
+    ModelShape(
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        context=32,
+        variant="llama",
+        tied_embeddings=False,
+        qk_norm=True,
+        mlp_multiple_of=32,
+    ),
+    ModelShape(d_model=16, n_layers=3, n_heads=1, context=8, variant="llama", mlp_ratio=3.0),
+    ModelShape(
+        d_model=24,
+        n_layers=2,
+        n_heads=2,
+        vocab_size=50,
+        context=8,
+        variant="gpt2",
+        tied_embeddings=False,
+        qk_norm=True,
+        mlp_ratio=2.5,
+    ),
+]
+
+# One compiled program per model structure: far faster than running the model op by op.
+_forward = nnx.jit(lambda model, tokens_BT: model(tokens_BT))
+
+# Tests that run the model share d_model/n_heads/context so XLA compiles are reused.
+SMALL = {
+    v: ModelShape(d_model=32, n_layers=2, n_heads=2, context=16, variant=v, qk_norm=True)
+    for v in ("gpt2", "llama")
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s.variant}-d{s.d_model}L{s.n_layers}")
+def test_flops_param_count_equals_instantiated_model(shape: ModelShape) -> None:
+    # eval_shape builds the model abstractly (every parameter's shape, no random draws), which
+    # counts exactly what make_model creates at a fraction of the time; one concrete check below.
+    counts = flops.param_counts(shape)
+    assert param_count(nnx.eval_shape(lambda: make_model(shape, seed=0))) == counts.N_total
+    assert counts.N_total == counts.N_embedding + counts.N_nonembedding
+
+
+def test_param_count_of_a_concrete_model() -> None:
+    shape = SMALL["llama"].replace(tied_embeddings=False)
+    assert param_count(make_model(shape, seed=0)) == flops.param_counts(shape).N_total
+
+
+def test_output_shape_dtype_and_shorter_sequences() -> None:
+    shape = SMALL["gpt2"]
+    model = make_model(shape, seed=0)
+    tokens = jnp.zeros((3, shape.context), jnp.int32)
+    logits = _forward(model, tokens)
+    assert logits.shape == (3, shape.context, shape.vocab_size)
+    assert logits.dtype == jnp.float32
+    assert _forward(model, tokens[:, :5]).shape == (3, 5, shape.vocab_size)
+    with pytest.raises(ValueError, match="exceeds context"):
+        model(jnp.zeros((1, shape.context + 1), jnp.int32))
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_causal_future_tokens_do_not_change_earlier_logits(variant: str) -> None:
+    shape = SMALL[variant]
+    model = make_model(shape, seed=1)
+    tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, shape.vocab_size)
+    changed = tokens.at[:, 9].set((tokens[:, 9] + 1) % shape.vocab_size)
+    a, b = _forward(model, tokens), _forward(model, changed)
+    np.testing.assert_array_equal(np.asarray(a[:, :9]), np.asarray(b[:, :9]))
+    assert float(jnp.abs(a[:, 9:] - b[:, 9:]).max()) > 1e-4  # later positions do see it
+
+
+def test_rotary_identity_at_zero_norm_preserving_and_relative() -> None:
+    x = jax.random.normal(jax.random.key(0), (1, 12, 2, 8))
+    r = rotary(x)
+    np.testing.assert_allclose(r[:, 0], x[:, 0], rtol=1e-6)  # position 0: no rotation
+    np.testing.assert_allclose(jnp.linalg.norm(r, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+    assert float(jnp.abs(r[:, 1:] - x[:, 1:]).max()) > 1e-3
+    # The same q and k placed at positions (m, n) give a score depending only on m - n.
+    q, k = jax.random.normal(jax.random.key(1), (2, 8))
+    seq_q = jnp.broadcast_to(q, (1, 12, 1, 8))
+    seq_k = jnp.broadcast_to(k, (1, 12, 1, 8))
+    rq, rk = rotary(seq_q)[0, :, 0], rotary(seq_k)[0, :, 0]
+    np.testing.assert_allclose(rq[5] @ rk[2], rq[10] @ rk[7], rtol=1e-4)
+    np.testing.assert_allclose(rq[3] @ rk[3], q @ k, rtol=1e-4)
+    assert abs(float(rq[5] @ rk[2] - q @ k)) > 1e-3
+
+
+def test_llama_is_position_aware_without_position_embeddings() -> None:
+    # With one layer and no position signal, the last position's output would be invariant to
+    # permuting the earlier tokens; rotary positions must break that invariance.
+    shape = SMALL["llama"].replace(n_layers=1)
+    model = make_model(shape, seed=0)
+    assert model.pos_embed is None
+    a = _forward(model, jnp.array([[1, 2, 3, 4]], jnp.int32))[0, -1]
+    b = _forward(model, jnp.array([[2, 1, 3, 4]], jnp.int32))[0, -1]
+    assert float(jnp.abs(a - b).max()) > 1e-5
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_bfloat16_compute_runs_close_to_float32_with_float32_params(variant: str) -> None:
+    shape = SMALL[variant]
+    tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, shape.vocab_size)
+    model16 = make_model(shape, seed=3, compute_dtype=jnp.bfloat16)
+    params = jax.tree.leaves(nnx.state(model16, nnx.Param))
+    assert all(p.dtype == jnp.float32 for p in params)
+    out16 = _forward(model16, tokens)
+    out32 = _forward(make_model(shape, seed=3), tokens)
+    assert out16.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(out16)))
+    assert float(jnp.abs(out16 - out32).max()) < 0.05
+
+
+def test_init_deterministic_in_seed_and_residual_scaling() -> None:
+    shape = SMALL["gpt2"]
+    a = jax.tree.leaves(nnx.state(make_model(shape, seed=5), nnx.Param))
+    b = jax.tree.leaves(nnx.state(make_model(shape, seed=5), nnx.Param))
+    c = jax.tree.leaves(nnx.state(make_model(shape, seed=6), nnx.Param))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    model = make_model(SMALL["gpt2"].replace(n_layers=8), seed=0)
+    std_in = float(jnp.std(model.blocks[0].mlp.w_in[...]))
+    std_out = float(jnp.std(model.blocks[0].mlp.w_out[...]))
+    assert std_in == pytest.approx(0.02, rel=0.05)
+    assert std_out == pytest.approx(0.02 / 4.0, rel=0.05)  # 0.02 / sqrt(2 * n_layers)
+
+
+def test_pure_forward_over_split_state_jits_and_vmaps() -> None:
+    shape = SMALL["llama"]
+    tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, shape.vocab_size)
+    graphdef, state0 = nnx.split(make_model(shape, seed=0))
+    _, state1 = nnx.split(make_model(shape, seed=1))
+
+    @jax.jit
+    def forward(state, tokens_BT):
+        return nnx.merge(graphdef, state)(tokens_BT)
+
+    out0, out1 = forward(state0, tokens), forward(state1, tokens)
+    np.testing.assert_allclose(
+        out0, _forward(make_model(shape, seed=0), tokens), rtol=1e-5, atol=1e-6
+    )
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), state0, state1)
+    out_K = jax.jit(jax.vmap(forward, in_axes=(0, None)))(stacked, tokens)
+    np.testing.assert_allclose(out_K[0], out0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out_K[1], out1, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"d_model": 30, "n_heads": 4}, "n_heads"),
+        ({"n_layers": 0}, "n_layers"),
+        ({"variant": "bert"}, "variant"),
+        ({"qk_norm": "yes"}, "qk_norm"),
+    ],
+)
+def test_shape_rejects_bad_values_naming_the_field(changes: dict, field: str) -> None:
+    base = {"d_model": 32, "n_layers": 2, "n_heads": 4}
+    with pytest.raises(ConfigError) as err:
+        ModelShape(**{**base, **changes})
+    assert err.value.field == field
+
+
+def test_shape_round_trips_through_dict_with_qk_norm() -> None:
+    shape = SHAPES[4]
+    assert ModelShape.from_dict(shape.to_dict()) == shape
+    assert shape.to_dict()["qk_norm"] is True
