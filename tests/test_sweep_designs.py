@@ -3,8 +3,16 @@ counts, WSD segments and branches."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
+from scaling import flops
+from scaling.cli.main import main
+from scaling.errors import ConfigError
 from scaling.sweep.designs import plan, run_id_for
-from scaling.sweep.spec import parse_spec
+from scaling.sweep.spec import load_spec, parse_spec
 
 BASE = {
     "model": {"n_heads": 2, "context": 16, "vocab_size": 64},
@@ -50,8 +58,6 @@ def test_run_id_changes_with_the_result_not_with_checkpoint_cadence():
 def test_tokens_are_whole_steps_and_tokens_per_param_uses_the_count():
     runs = plan(parse_spec(grid(tokens=[1300])))
     assert {r.config.total_steps for r in runs} == {20}  # round(1300 / (4 * 16))
-    from scaling import flops
-
     runs = plan(parse_spec(grid(tokens_per_param=[2.0])))
     for r in runs:
         n = flops.param_counts(r.shape).N_nonembedding
@@ -90,3 +96,68 @@ def test_wsd_segments_and_branches():
         if r.point["init_from"]:
             assert order.index(r.point["init_from"]) < order.index(r.run_id)
             assert r.point["init_from"] in by_id
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_dry_run_of_isoflop_cpu_hits_each_budget_within_5_percent(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert (
+        main(
+            ["sweep", "run", str(REPO / "sweeps/isoflop_cpu.toml"), "--dry-run", "--out", str(out)]
+        )
+        == 0
+    )
+    assert not out.exists()  # a dry run writes nothing
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    rows = [line.split() for line in lines[1:] if re.fullmatch(r"[0-9a-f]{12} .*", line)]
+    assert len(rows) >= 12
+    budget_col, achieved_col = header.index("budget") + 3, header.index("achieved") + 3
+    budgets = set()
+    for row in rows:  # the shape column is 4 words ("gpt2 d32 L4 H1")
+        budgets.add(float(row[budget_col]))
+        assert abs(float(row[achieved_col]) - 1) <= 0.05, row
+    assert len(budgets) >= 3
+    spec = load_spec(REPO / "sweeps/isoflop_cpu.toml")
+    for run in plan(spec):  # exact, from the plan itself
+        achieved = flops.training_flops(run.shape, run.tokens, spec.convention)
+        assert abs(achieved / run.point["budget"] - 1) <= 0.5 / run.config.total_steps <= 0.05
+
+
+def test_isoflop_sizes_bracket_the_prior_optimum_and_grow():
+    raw = {
+        "base": {"model": {"context": 64, "vocab_size": 64}, "train": {"batch_size": 16}},
+        "design": {
+            "kind": "isoflop",
+            "budgets": [3e11, 1e12],
+            "sizes_per_budget": 4,
+            "spread": 3.0,
+        },
+    }
+    runs = plan(parse_spec(raw))
+    for budget in (3e11, 1e12):
+        mine = [r for r in runs if r.point["budget"] == budget]
+        n = [flops.param_counts(r.shape).N_nonembedding for r in mine]
+        n_opt = mine[0].point["N_opt_prior"]
+        assert len(mine) == 4 and n == sorted(n) and n[0] < n_opt < n[-1]
+        assert n[-1] / n[0] == pytest.approx(9.0, rel=0.3)  # x/÷ 3 around the optimum
+        # the prior: at N_opt, C / FLOPs-per-token is 20 N (Chinchilla's rule)
+        tokens = [flops.tokens_for_flops(r.shape, budget, "attention") for r in mine]
+        ratios = [t / m for t, m in zip(tokens, n, strict=True)]
+        assert ratios[0] > 20 > ratios[-1]
+
+
+def test_budget_too_small_names_the_smallest_budget_that_works():
+    raw = {
+        "base": {"model": {"context": 64, "vocab_size": 64}, "train": {"batch_size": 16}},
+        "design": {"kind": "isoflop", "budgets": [1e8, 1e12], "sizes_per_budget": 3},
+    }
+    with pytest.raises(ConfigError) as e:
+        plan(parse_spec(raw))
+    assert e.value.field == "design.budgets" and e.value.value == 1e8
+    smallest = float(re.search(r"at least about ([0-9.e+]+) FLOPs", e.value.allowed).group(1))
+    assert 1e8 < smallest < 1e12
+    raw["design"]["budgets"] = [smallest * 1.001]
+    assert len(plan(parse_spec(raw))) == 3  # that budget plans

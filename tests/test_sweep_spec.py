@@ -90,3 +90,28 @@ def test_missing_and_non_toml_files_are_refused(tmp_path):
     p.write_text("[design\nkind=")
     with pytest.raises(ConfigError, match="valid TOML"):
         load_spec(p)
+
+
+ISOFLOP = """
+[base.model]
+context = 64
+vocab_size = 64
+[base.train]
+batch_size = 16
+[design]
+kind = "isoflop"
+budgets = [%s, 1e12]
+"""
+
+
+@pytest.mark.parametrize(
+    ("budget", "allowed"),
+    [("0", "each entry > 0"), ("-1e12", "each entry > 0"), ("1e8", "at least about")],
+)
+def test_cli_bad_isoflop_budget(tmp_path, capsys, budget, allowed):
+    path = spec_file(tmp_path, ISOFLOP % budget)
+    out = tmp_path / "out"
+    assert main(["sweep", "run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "design.budgets" in err and allowed in err
+    assert not out.exists()

@@ -99,7 +99,7 @@ def design_points(
         return _grid_points(design, config)
     if design.kind == "ladder":
         return [
-            _at_ratio(design, config, _shape_for(n, config.model, design), n, r)
+            _at_ratio(design, config, _sized_shape(n, config.model, design), n, r)
             for n in design.sizes
             for r in design.tokens_per_param
         ]
@@ -109,7 +109,7 @@ def design_points(
 # --- grid and ladder -------------------------------------------------------------------------
 def _grid_points(design: Design, config: RunConfig) -> list[tuple[ModelShape, int, dict]]:
     if design.sizes:
-        sized = [(n, _shape_for(n, config.model, design)) for n in design.sizes]
+        sized = [(n, _sized_shape(n, config.model, design)) for n in design.sizes]
     else:
         sized = [(None, _explicit_shape(s, config.model)) for s in design.shapes]
     points = []
@@ -168,7 +168,8 @@ def _isoflop_points(
             raise ConfigError(
                 "design.budgets",
                 budget,
-                f"budgets >= {smallest:.4g} FLOPs ({convention} convention): below that {e}",
+                f"a budget of at least about {smallest:.3g} FLOPs ({convention} convention); "
+                f"at {budget:.3g} {e}",
             ) from None
     return points
 
@@ -191,7 +192,7 @@ def _budget_points(
             shape = _shape_for(target, config.model, design)
         except ConfigError as err:
             raise _BudgetTooSmallError(
-                f"a size of {target:.3g} parameters is not buildable ({err})"
+                f"its size {target:.3g} is below the smallest model (N_nonembedding {err.allowed})"
             ) from None
         if shape in shapes_seen:
             continue
@@ -200,9 +201,9 @@ def _budget_points(
         steps = round(tokens / config.tokens_per_step)
         if steps < design.min_steps:
             raise _BudgetTooSmallError(
-                f"d_model={shape.d_model}, n_layers={shape.n_layers} gets {steps} steps of "
-                f"batch_size {config.train.batch_size} x context {config.model.context}, "
-                f"fewer than design.min_steps={design.min_steps}"
+                f"its size d_model={shape.d_model}, n_layers={shape.n_layers} trains {steps} "
+                f"steps (batch_size {config.train.batch_size} x context "
+                f"{config.model.context}) < design.min_steps={design.min_steps}"
             )
         point = {"design": "isoflop", "target_N": target, "budget": budget, "N_opt_prior": n_opt}
         points.append((shape, steps, point))
@@ -253,7 +254,8 @@ def _first_buildable(lo: float, hi: float, config: RunConfig, design: Design) ->
 
 
 def _smallest_budget(design: Design, config: RunConfig, convention: str, budget: float) -> float:
-    """The smallest budget (to 1%) whose sizes are all buildable and get min_steps steps."""
+    """A budget (within 1% of the smallest found by bisection) whose sizes are all buildable
+    and get min_steps steps. Shapes are discrete, so a slightly larger budget can still fail."""
 
     def fits(c: float) -> bool:
         try:
@@ -300,6 +302,15 @@ def _shape_for(target: float, base_model: ModelShape, design: Design) -> ModelSh
         if k not in SHAPE_KEYS and k not in kw and v != getattr(default, k)
     }
     return shape.replace(**rest) if rest else shape
+
+
+def _sized_shape(target: float, base_model: ModelShape, design: Design) -> ModelShape:
+    """`_shape_for` with the ladder's errors named by their sweep-file key."""
+    try:
+        return _shape_for(target, base_model, design)
+    except ConfigError as e:
+        key = f"design.ladder.{e.field}" if e.field in design.ladder else "design.sizes"
+        raise ConfigError(key, e.value, e.allowed) from None
 
 
 def _explicit_shape(table: dict, base_model: ModelShape) -> ModelShape:

@@ -236,27 +236,16 @@ def _parse_ladder(raw: dict) -> dict:
         )
     if explicit:
         out["sizes"] = _positive_list("design.sizes", raw["sizes"])
-    else:
-        from scaling.model.ladder import geometric_ladder
-
+    else:  # K targets spaced geometrically from n_min to n_max
         n_min = _positive_number("design.n_min", raw["n_min"])
         n_max = _positive_number("design.n_max", raw["n_max"])
-        if n_max < n_min:
-            raise ConfigError("design.n_max", n_max, f">= n_min = {n_min:g}")
         k = _positive_int("design.k", raw["k"])
-        out["sizes"] = tuple(float(n) for n in _ladder_targets(geometric_ladder, n_min, n_max, k))
+        if k > 1 and not n_max > n_min:
+            raise ConfigError("design.n_max", n_max, f"a number > n_min = {n_min:g} when k > 1")
+        ratio = (n_max / n_min) ** (1.0 / (k - 1)) if k > 1 else 1.0
+        out["sizes"] = tuple(n_min * ratio**i for i in range(k))
     ratio = raw.get("tokens_per_param", 20.0)
     out["tokens_per_param"] = (_positive_number("design.tokens_per_param", ratio),)
-    return out
-
-
-def _ladder_targets(geometric_ladder: Any, n_min: float, n_max: float, k: int) -> list[float]:
-    """Targets of a geometric ladder; accepts a ladder that returns numbers or shapes."""
-    from scaling.flops import param_counts
-
-    out = []
-    for item in geometric_ladder(n_min, n_max, k):
-        out.append(float(item) if _is_number(item) else float(param_counts(item).N_nonembedding))
     return out
 
 
