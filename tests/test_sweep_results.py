@@ -10,6 +10,7 @@ from sweep_fake_train import fake_train
 from scaling import flops
 from scaling.cli.main import main
 from scaling.errors import ConfigError, DataError
+from scaling.io import atomic_write_json, read_json
 from scaling.sweep.designs import plan
 from scaling.sweep.results import load_results
 from scaling.sweep.runner import prepare_sweep_dir
@@ -117,3 +118,13 @@ def test_status_counts_states_and_shows_progress(sweep_dir, capsys):
 def test_not_a_sweep_folder(tmp_path):
     with pytest.raises(DataError, match="not a sweep folder"):
         load_results(tmp_path)
+
+
+def test_only_runs_of_the_current_plan_are_results(sweep_dir):
+    out, runs = sweep_dir
+    plan_file = out / "plan.json"
+    current = read_json(plan_file)
+    current["runs"] = [r for r in current["runs"] if r["run_id"] != runs[0].run_id]
+    atomic_write_json(plan_file, current)  # as if the sweep file changed: runs[0] left over
+    assert runs[0].run_id not in set(load_results(out, include_incomplete=True)["run_id"])
+    assert runs[0].run_id not in {r.run_id for r in sweep_status(out)}

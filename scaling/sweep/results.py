@@ -62,7 +62,7 @@ def load_results(
     if include_incomplete:
         states += ["running", "failed", "pending"]
     rows: list[dict[str, Any]] = []
-    for run_id in store.run_ids():
+    for run_id in store.planned_run_ids():
         state = store.state(run_id)
         if state not in states:
             continue

@@ -25,10 +25,9 @@ from typing import Any
 from scaling.io import atomic_write_json, atomic_write_text, read_json
 from scaling.sweep.designs import PlannedRun, plan
 from scaling.sweep.spec import SweepSpec, load_spec
-from scaling.sweep.store import TERMINAL_STATES, Lease, RunStore
+from scaling.sweep.store import PLAN_FILE, TERMINAL_STATES, Lease, RunStore
 
 TrainFn = Callable[..., Any]
-PLAN_FILE = "plan.json"
 SPEC_COPY = "sweep.toml"
 WORKER_LOG = "worker.log"
 
@@ -65,6 +64,12 @@ def prepare_sweep_dir(spec: SweepSpec, runs: list[PlannedRun], out_dir: str | Pa
     return store
 
 
+def stray_runs(store: RunStore, runs: list[PlannedRun]) -> list[str]:
+    """Run folders from an earlier plan of this folder (kept, but not in its results)."""
+    planned = {r.run_id for r in runs}
+    return [r for r in store.run_ids() if r not in planned]
+
+
 def run_sweep(
     spec: SweepSpec | str | Path,
     out_dir: str | Path,
@@ -88,6 +93,9 @@ def run_sweep(
     store = prepare_sweep_dir(spec, runs, out_dir)
     if stale_after_s is not None:
         store.stale_after_s = stale_after_s
+    stray = stray_runs(store, runs)
+    if stray and log:
+        log(f"note: {len(stray)} run folders from an earlier plan are kept, not in this plan")
     runner = _Runner(store, [r.run_id for r in runs], workers, retry_failed, train_fn, log)
     with _sigterm_as_interrupt():
         return runner.loop(poll_s, heartbeat_s)

@@ -31,7 +31,7 @@ def sweep_status(sweep_dir: str | Path) -> list[RunStatus]:
     if not store.runs_dir.is_dir():
         raise DataError(f"sweep folder {str(sweep_dir)!r} has no runs/ (not a sweep folder)")
     out = []
-    for run_id in store.run_ids():
+    for run_id in store.planned_run_ids():
         config = RunConfig.from_dict(store.read_run(run_id)["config"])
         status = store.read_status(run_id) or {}
         state = store.state(run_id)

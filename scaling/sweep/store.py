@@ -24,6 +24,7 @@ from scaling.io import atomic_write_json, read_json
 
 STATES = ("pending", "running", "done", "diverged", "failed")
 TERMINAL_STATES = ("done", "diverged")  # results: never run again
+PLAN_FILE = "plan.json"  # in the sweep folder: the current plan, runs in order
 RUN_FILE = "run.json"
 LEASE_FILE = "lease.json"
 STATUS_FILE = "status.json"
@@ -59,6 +60,15 @@ class RunStore:
         if not self.runs_dir.is_dir():
             return []
         return sorted(p.name for p in self.runs_dir.iterdir() if (p / RUN_FILE).is_file())
+
+    def planned_run_ids(self) -> list[str]:
+        """The runs of the current plan (plan.json), in plan order; every run folder if there
+        is no plan. Runs left from an earlier plan stay on disk but are not part of it."""
+        try:
+            ids = [r["run_id"] for r in read_json(self.root / PLAN_FILE)["runs"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.run_ids()
+        return [r for r in ids if (self.run_dir(r) / RUN_FILE).is_file()]
 
     # --- planned runs -------------------------------------------------------------------------
     def add_run(self, run_id: str, record: dict) -> None:
