@@ -10,7 +10,12 @@ from scaling import __version__
 from scaling.errors import ScalingError
 
 # Each module defines `register(subparsers)`, adding its commands with `set_defaults(func=...)`.
-COMMAND_MODULES: tuple[str, ...] = ("scaling.cli.data", "scaling.cli.sweep")
+COMMAND_MODULES: tuple[str, ...] = (
+    "scaling.cli.data",
+    "scaling.cli.sweep",
+    "scaling.cli.count",
+    "scaling.cli.train",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
