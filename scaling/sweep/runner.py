@@ -203,7 +203,8 @@ class _Runner:
             args=(str(self.store.run_dir(run_id)), self.train_fn, os.getpid()),
             name=f"sweep-{run_id}",
         )
-        proc.start()
+        with _worker_environment(self.workers):
+            proc.start()
         self.store.add_process(lease, proc.pid)
         self.active[run_id] = (proc, lease, time.monotonic())
         self.attempted.add(run_id)
@@ -252,9 +253,35 @@ class _Runner:
         self.active.clear()
 
 
+@contextlib.contextmanager
+def _worker_environment(workers: int) -> Iterator[None]:
+    """The environment a worker starts with: the training runtime's allocator (tcmalloc,
+    preloaded at exec) and the CPU cores shared among the workers as XLA host devices."""
+    from scaling.train.runtime import cpu_device_count, find_tcmalloc, tuning_enabled
+
+    saved = dict(os.environ)
+    try:
+        if tuning_enabled():
+            lib = find_tcmalloc()
+            if lib and lib not in os.environ.get("LD_PRELOAD", ""):
+                os.environ["LD_PRELOAD"] = ":".join(
+                    p for p in (lib, os.environ.get("LD_PRELOAD")) if p
+                )
+                os.environ.setdefault("TCMALLOC_RELEASE_RATE", "0")
+            if "SCALING_CPU_DEVICES" not in saved:
+                os.environ["SCALING_CPU_DEVICES"] = str(max(1, cpu_device_count() // workers))
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def worker_main(run_dir: str, train_fn: TrainFn | None, parent_pid: int) -> None:
     """A worker process: train one planned run (resuming its checkpoint), record a crash."""
     _die_with_parent(parent_pid)
+    from scaling.train.runtime import prepare_process
+
+    prepare_process(reexec=False)  # before jax is imported: the host-device split
     run_path = Path(run_dir)
     log = open(run_path / WORKER_LOG, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     os.dup2(log.fileno(), 1)
