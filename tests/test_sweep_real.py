@@ -174,3 +174,45 @@ def _train_from_scratch(store: RunStore, run_ids: list[str], root: Path) -> dict
     for r in run_ids:
         assert read_json(root / r / "status.json")["state"] == "done"
     return result
+
+
+WSD_SWEEP = """
+[base.model]
+context = 32
+vocab_size = 64
+[base.data]
+source = "synthetic:markov?vocab=64&branching=4&tokens=200000&doc=1024&seed=3"
+[base.train]
+batch_size = 16
+[base.eval]
+n_evals = 4
+eval_sequences = 32
+eval_batch_size = 32
+[design]
+kind = "grid"
+shapes = [{d_model = 32, n_layers = 1, n_heads = 2}]
+tokens = [51200]
+[wsd]
+cooldown_fraction = 0.2
+branch_fractions = [0.5, 1.0]
+"""
+
+
+@pytest.mark.slow
+def test_real_wsd_branches_equal_from_scratch_wsd_runs(tmp_path):
+    spec = tmp_path / "wsd.toml"
+    spec.write_text(WSD_SWEEP)
+    out = tmp_path / "sweep"
+    proc = sweep_cli(spec, out)
+    log = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, log
+    store = RunStore(out)
+    branches = [
+        r for r in store.planned_run_ids() if store.read_run(r)["point"]["wsd"] == "cooldown"
+    ]
+    assert len(branches) == 2
+    final = load_results(out, view="final").set_index("run_id")
+    assert final.loc[branches, "annealed"].all()
+    reference = _train_from_scratch(store, branches, tmp_path / "ref")
+    for b in branches:  # a cooldown branched from the stable run == the same WSD run from scratch
+        assert math.isclose(final.loc[b, "eval_loss"], reference[b], rel_tol=0, abs_tol=1e-6)
