@@ -161,3 +161,12 @@ def test_budget_too_small_names_the_smallest_budget_that_works():
     assert 1e8 < smallest < 1e12
     raw["design"]["budgets"] = [smallest * 1.001]
     assert len(plan(parse_spec(raw))) == 3  # that budget plans
+
+
+@pytest.mark.parametrize("name", ["tiny", "isoflop_cpu", "chinchilla_gpu"])
+def test_shipped_sweeps_plan_and_say_what_they_measure_and_take(name):
+    path = REPO / "sweeps" / f"{name}.toml"
+    header = path.read_text().split("\n\n")[0]
+    assert "Measures:" in header and "Takes:" in header
+    runs = plan(load_spec(path))
+    assert len(runs) >= 6 and len({r.run_id for r in runs}) == len(runs)

@@ -26,6 +26,7 @@ from scaling.train.config import SECTIONS, RunConfig
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads")  # chosen by a sized design
 LENGTH_KEYS = ("train.steps", "train.tokens")  # chosen by every design
 HASH_EXCLUDED_SECTIONS = ("checkpoint",)
+LOG_TOLERANCE = 1e-3  # bisections on log N stop at 0.1%
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def prior_optimum(design: Design, config: RunConfig, convention: str, budget: fl
     lo = _first_buildable(lo, hi, config, design)
     if log_excess(lo) <= 0:
         return math.exp(lo)
-    for _ in range(60):
+    while hi - lo > LOG_TOLERANCE:
         mid = 0.5 * (lo + hi)
         try:
             ok = log_excess(mid) > 0
@@ -243,7 +244,7 @@ def _first_buildable(lo: float, hi: float, config: RunConfig, design: Design) ->
         return lo
     except ConfigError:
         pass
-    for _ in range(60):
+    while hi - lo > LOG_TOLERANCE:
         mid = 0.5 * (lo + hi)
         try:
             _shape_for(math.exp(mid), config.model, design)
