@@ -103,7 +103,8 @@ def run_seconds(run: PlannedRun, tp: Throughput) -> float:
 def format_plan(runs: list[PlannedRun], convention: str, tp: Throughput, workers: int) -> str:
     """The plan table and its totals."""
     head = (
-        f"{'run_id':<12} {'shape':<20} {'N_nonemb':>9} {'N_total':>9} {'D':>10} {'steps':>6} "
+        f"{'run_id':<12} {'shape':<20} {'N_nonemb':>9} {'N_total':>9} {'N_chinch':>9} {'D':>10} "
+        f"{'steps':>6} "
         f"{'C_kaplan':>9} {'C_attn':>9} {'C_chinch':>9} {'budget':>9} {'achieved':>8} "
         f"{'est':>7}  axes"
     )
@@ -124,7 +125,8 @@ def format_plan(runs: list[PlannedRun], convention: str, tp: Throughput, workers
         shape = f"{s.variant} d{s.d_model} L{s.n_layers} H{s.n_heads}"
         lines.append(
             f"{r.run_id:<12} {shape:<20} {counts.N_nonembedding:>9.3g} {counts.N_total:>9.3g} "
-            f"{r.tokens:>10.4g} {r.config.total_steps:>6} {c['kaplan']:>9.3g} "
+            f"{counts.N_chinchilla:>9.3g} {r.tokens:>10.4g} {r.config.total_steps:>6} "
+            f"{c['kaplan']:>9.3g} "
             f"{c['attention']:>9.3g} {c['chinchilla']:>9.3g} "
             f"{(f'{budget:.3g}' if budget else '-'):>9} {ratio:>8} {format_duration(secs):>7}  "
             f"{axes}"
