@@ -146,15 +146,13 @@ class _Run:
     def run(self) -> RunOutcome:
         import jax
         import jax.numpy as jnp
-        from flax import nnx
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         from scaling import flops
         from scaling.data import eval_batches, train_batch
-        from scaling.model.transformer import make_model
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
-        from scaling.train.step import make_eval_step, make_train_step
+        from scaling.train.step import init_params, make_eval_step, make_train_step
         from scaling.train.throughput import MFU_CONVENTION, device_peak, mfu
 
         enable_compilation_cache()
@@ -171,7 +169,7 @@ class _Run:
         sharded = NamedSharding(mesh, PartitionSpec("data"))
 
         dtype = jnp.bfloat16 if cfg.train.compute_dtype == "bfloat16" else jnp.float32
-        graphdef, params = nnx.split(make_model(shape, cfg.train.init_seed, dtype), nnx.Param)
+        graphdef, params = init_params(shape, cfg.train.init_seed, dtype)
         tx = make_optimizer(cfg)
         arrays = jax.device_put({"params": params, "opt_state": tx.init(params)}, replicated)
 

@@ -59,7 +59,7 @@ def train_step(
     grads, ce = jax.grad(loss_fn, has_aux=True)(params, graphdef, batch_BT1, z_loss)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), params, updates)
-    return params, opt_state, {"loss": ce, "grad_norm": optax.global_norm(grads)}
+    return params, opt_state, {"loss": ce, "grad_norm": optax.tree.norm(grads)}
 
 
 def eval_step(graphdef: nnx.GraphDef, params: nnx.State, batch_BT1: jax.Array) -> jax.Array:
@@ -93,3 +93,19 @@ def make_eval_step(
     if in_shardings is not None:
         kwargs = {"in_shardings": in_shardings, "out_shardings": out_shardings}
     return jax.jit(partial(eval_step, graphdef), **kwargs)
+
+
+def init_params(shape: Any, seed: int, compute_dtype: Any = jnp.float32) -> tuple[Any, Any]:
+    """(graphdef, params) of `make_model(shape, seed)`, the parameters drawn by one jitted
+    program: compiled once per shape (and kept by the persistent compilation cache), instead of
+    one small compilation per parameter when created eagerly."""
+    from scaling.model.transformer import make_model
+
+    abstract = nnx.eval_shape(lambda: make_model(shape, 0, compute_dtype))
+    graphdef, _ = nnx.split(abstract, nnx.Param)
+
+    @jax.jit
+    def draw(key: jax.Array) -> nnx.State:  # nnx.Rngs(params=seed) draws from key(seed)
+        return nnx.split(make_model(shape, key, compute_dtype), nnx.Param)[1]
+
+    return graphdef, draw(jax.random.key(seed))
