@@ -174,6 +174,8 @@ def test_pure_forward_over_split_state_jits_and_vmaps() -> None:
         ({"n_layers": 0}, "n_layers"),
         ({"variant": "bert"}, "variant"),
         ({"qk_norm": "yes"}, "qk_norm"),
+        ({"mlp_ratio": "4"}, "mlp_ratio"),
+        ({"mlp_ratio": float("nan")}, "mlp_ratio"),
     ],
 )
 def test_shape_rejects_bad_values_naming_the_field(changes: dict, field: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,11 @@ class ModelShape:
         for name in ("tied_embeddings", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "true or false")
-        if self.mlp_ratio is not None and not self.mlp_ratio > 0:
-            raise ConfigError("mlp_ratio", self.mlp_ratio, "a positive number")
+        r = self.mlp_ratio
+        if r is not None and (
+            not isinstance(r, int | float) or isinstance(r, bool) or not 0 < r < math.inf
+        ):
+            raise ConfigError("mlp_ratio", r, "a positive number (or none for the default)")
         if self.variant == "llama" and self.head_dim % 2:
             raise ConfigError(
                 "n_heads", self.n_heads, "a value giving an even head_dim (rotary positions)"
