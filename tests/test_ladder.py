@@ -64,6 +64,7 @@ def test_target_below_smallest_model_names_field_value_and_minimum() -> None:
         ({"target_nonembedding": 1e6, "recipe": "huge"}, "recipe"),
         ({"target_nonembedding": 1e6, "head_dim": 0}, "head_dim"),
         ({"target_nonembedding": 1e6, "aspect": -1.0}, "aspect"),
+        ({"target_nonembedding": 1e6, "variant": "llama", "head_dim": 33}, "head_dim"),
     ],
 )
 def test_bad_arguments_raise_config_error(kwargs: dict, field: str) -> None:

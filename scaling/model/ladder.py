@@ -106,6 +106,8 @@ def shape_for_params(
     if variant not in VARIANTS:
         raise ConfigError("variant", variant, " | ".join(VARIANTS))
     head_dim, aspect = _recipe(recipe, head_dim, aspect)
+    if variant == "llama" and head_dim % 2:
+        raise ConfigError("head_dim", head_dim, "an even number for llama (rotary positions)")
     kw = dict(
         vocab_size=vocab_size,
         context=context,
