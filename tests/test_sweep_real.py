@@ -53,6 +53,9 @@ tokens = [61440]
 STEPS = 120  # 61440 tokens / (16 x 32)
 
 
+RUNNER_FILES = ("lease.json", "worker.log")  # the runner's own, not the run's results
+
+
 def fingerprints(run_dir: Path) -> dict[str, tuple[int, str]]:
     return {
         str(p.relative_to(run_dir)): (
@@ -60,7 +63,7 @@ def fingerprints(run_dir: Path) -> dict[str, tuple[int, str]]:
             hashlib.sha256(p.read_bytes()).hexdigest(),
         )
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name not in RUNNER_FILES
     }
 
 

@@ -61,6 +61,9 @@ def launch_runner(spec: Path, out: Path, step_s: float, workers: int = 1) -> sub
     )
 
 
+RUNNER_FILES = ("lease.json", "worker.log")  # the runner's own, not the run's results
+
+
 def file_fingerprints(run_dir: Path) -> dict[str, tuple[int, str]]:
     return {
         str(p.relative_to(run_dir)): (
@@ -68,7 +71,7 @@ def file_fingerprints(run_dir: Path) -> dict[str, tuple[int, str]]:
             hashlib.sha256(p.read_bytes()).hexdigest(),
         )
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name not in RUNNER_FILES
     }
 
 
