@@ -30,6 +30,8 @@ POINT_COLUMNS = {  # design-point field -> column
     "budget": "C_budget",
     "target_N": "sweep.target_N",
     "tokens_per_param": "sweep.tokens_per_param",
+    "wsd": "sweep.wsd",  # "stable" segment or "cooldown" branch, for WSD sweeps
+    "init_from": "sweep.init_from",  # the run whose checkpoint this one started from
 }
 FIRST_COLUMNS = (
     "run_id",

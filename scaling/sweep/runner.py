@@ -47,10 +47,12 @@ class SweepSummary:
 
 
 def prepare_sweep_dir(spec: SweepSpec, runs: list[PlannedRun], out_dir: str | Path) -> RunStore:
-    """Write sweep.toml (a copy), plan.json and each run's run.json; all atomic, idempotent."""
+    """Write sweep.toml (a copy of the sweep file), plan.json and each run's run.json; all
+    atomic and idempotent, so runners started together write the same files."""
     store = RunStore(out_dir)
     store.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(store.root / SPEC_COPY, spec.source_text)
+    if spec.source_text:
+        atomic_write_text(store.root / SPEC_COPY, spec.source_text)
     atomic_write_json(
         store.root / PLAN_FILE,
         {
