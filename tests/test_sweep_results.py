@@ -3,6 +3,8 @@ run_id and state; diverged runs out by default and in with the flag; CSV/Parquet
 
 from __future__ import annotations
 
+import socket
+
 import pandas as pd
 import pytest
 from sweep_fake_train import fake_train
@@ -128,3 +130,18 @@ def test_only_runs_of_the_current_plan_are_results(sweep_dir):
     atomic_write_json(plan_file, current)  # as if the sweep file changed: runs[0] left over
     assert runs[0].run_id not in set(load_results(out, include_incomplete=True)["run_id"])
     assert runs[0].run_id not in {r.run_id for r in sweep_status(out)}
+
+
+def test_status_shows_a_running_run_without_a_live_owner_as_stale(sweep_dir):
+    import subprocess
+    import sys
+
+    out, runs = sweep_dir
+    run_dir = out / "runs" / runs[3].run_id
+    atomic_write_json(run_dir / "status.json", {"state": "running", "step": 10})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lease = {"token": "t", "host": socket.gethostname(), "processes": [{"pid": dead.pid}]}
+    atomic_write_json(run_dir / "lease.json", lease)
+    row = {r.run_id: r for r in sweep_status(out)}[runs[3].run_id]
+    assert row.state == "stale" and row.progress == pytest.approx(10 / runs[3].config.total_steps)

@@ -50,7 +50,14 @@ def _run(args: argparse.Namespace) -> int:
         runs = plan(spec)
         dtype = runs[0].config.train.compute_dtype if runs else "float32"
         tp = estimate_throughput(out, args.device, dtype)
-        print(format_plan(runs, spec.convention, tp, args.workers))
+        finished = {}
+        if out.is_dir():  # a sweep under way: what is finished needs no time
+            from scaling.sweep.store import TERMINAL_STATES, RunStore
+
+            store = RunStore(out)
+            states = {r.run_id: store.state(r.run_id) for r in runs}
+            finished = {k: v for k, v in states.items() if v in TERMINAL_STATES}
+        print(format_plan(runs, spec.convention, tp, args.workers, finished))
         return 0
     if args.device:
         raise ConfigError("--device", args.device, "only with --dry-run")

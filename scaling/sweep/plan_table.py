@@ -100,8 +100,16 @@ def run_seconds(run: PlannedRun, tp: Throughput) -> float:
     return STARTUP_S + compute / tp.flops_per_s
 
 
-def format_plan(runs: list[PlannedRun], convention: str, tp: Throughput, workers: int) -> str:
-    """The plan table and its totals."""
+def format_plan(
+    runs: list[PlannedRun],
+    convention: str,
+    tp: Throughput,
+    workers: int,
+    finished: dict[str, str] | None = None,
+) -> str:
+    """The plan table and its totals. Runs in `finished` (run_id -> done | diverged, from an
+    existing sweep folder) show their state instead of a time and are not counted as to do."""
+    finished = finished or {}
     head = (
         f"{'run_id':<12} {'shape':<20} {'N_nonemb':>9} {'N_total':>9} {'N_chinch':>9} {'D':>10} "
         f"{'steps':>6} "
@@ -120,7 +128,8 @@ def format_plan(runs: list[PlannedRun], convention: str, tp: Throughput, workers
         budget = r.point.get("budget")
         ratio = f"{c[convention] / budget:.4f}" if budget else "-"
         secs = run_seconds(r, tp)
-        total_s += secs
+        est = finished.get(r.run_id) or format_duration(secs)
+        total_s += 0.0 if r.run_id in finished else secs
         axes = " ".join(f"{k}={v}" for k, v in r.point.get("axes", {}).items())
         shape = f"{s.variant} d{s.d_model} L{s.n_layers} H{s.n_heads}"
         lines.append(
@@ -128,7 +137,7 @@ def format_plan(runs: list[PlannedRun], convention: str, tp: Throughput, workers
             f"{counts.N_chinchilla:>9.3g} {r.tokens:>10.4g} {r.config.total_steps:>6} "
             f"{c['kaplan']:>9.3g} "
             f"{c['attention']:>9.3g} {c['chinchilla']:>9.3g} "
-            f"{(f'{budget:.3g}' if budget else '-'):>9} {ratio:>8} {format_duration(secs):>7}  "
+            f"{(f'{budget:.3g}' if budget else '-'):>9} {ratio:>8} {est:>7}  "
             f"{axes}"
         )
     lines.append("")
@@ -137,8 +146,9 @@ def format_plan(runs: list[PlannedRun], convention: str, tp: Throughput, workers
         f"{total_c['attention']:.3g}, chinchilla {total_c['chinchilla']:.3g} FLOPs; "
         f"'achieved' = C_{convention} / budget"
     )
+    todo = f" for the {len(runs) - len(finished)} runs to do" if finished else ""
     lines.append(
-        f"estimated wall time: {format_duration(total_s)} in one worker, "
+        f"estimated wall time{todo}: {format_duration(total_s)} in one worker, "
         f"~{format_duration(total_s / max(1, workers))} with {workers} "
         f"(rate {tp.flops_per_s:.3g} FLOP/s: {tp.source}; + {STARTUP_S:.0f}s startup per run)"
     )
