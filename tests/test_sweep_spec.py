@@ -115,3 +115,16 @@ def test_cli_bad_isoflop_budget(tmp_path, capsys, budget, allowed):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "design.budgets" in err and allowed in err
     assert not out.exists()
+
+
+def test_axes_as_nested_tables_and_ladder_options_are_checked(tmp_path):
+    nested = GOOD.replace('"optim.lr" = [1e-3, 3e-3]', "[axes.optim]\nlr = [1e-3, 3e-3]")
+    assert [r.config.optim.lr for r in load_and_plan(spec_file(tmp_path, nested))] == [1e-3, 3e-3]
+    ladder = ISOFLOP % "3e11" + "[design.ladder]\nhead_dims = 16\n"
+    with pytest.raises(ConfigError) as e:
+        load_and_plan(spec_file(tmp_path, ladder))
+    assert e.value.field == "design.ladder.head_dims" and "head_dim" in e.value.allowed
+    bad_value = ISOFLOP % "3e11" + '[design.ladder]\nrecipe = "tall"\n'
+    with pytest.raises(ConfigError) as e:
+        load_and_plan(spec_file(tmp_path, bad_value))
+    assert e.value.field == "design.ladder.recipe" and "default" in e.value.allowed

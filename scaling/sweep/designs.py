@@ -64,6 +64,7 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
     """Every run of the sweep, ordered by design point, then axis values; ids unique."""
     base = copy.deepcopy(spec.base)
     _check_base(base, spec.design)
+    _check_ladder_options(spec.design)
     _validate(base, "base")
     ordered: list[tuple[int, int, PlannedRun]] = []
     for c, combo in enumerate(_axis_combinations(spec.axes)):
@@ -286,12 +287,7 @@ def _shape_for(target: float, base_model: ModelShape, design: Design) -> ModelSh
     fields (tied embeddings, qk_norm, ...) where the ladder does not take them itself."""
     from scaling.model.ladder import shape_for_params
 
-    params = list(inspect.signature(shape_for_params).parameters)[1:]
-    unknown = sorted(set(design.ladder) - set(params))
-    if unknown:
-        raise ConfigError(
-            "design.ladder." + unknown[0], design.ladder[unknown[0]], ", ".join(params)
-        )
+    params = _ladder_options()
     model = base_model.to_dict()
     kw = {k: v for k, v in model.items() if k in params and k not in SHAPE_KEYS}
     kw.update(design.ladder)
@@ -303,6 +299,29 @@ def _shape_for(target: float, base_model: ModelShape, design: Design) -> ModelSh
         if k not in SHAPE_KEYS and k not in kw and v != getattr(default, k)
     }
     return shape.replace(**rest) if rest else shape
+
+
+def _ladder_options() -> list[str]:
+    """The keyword options of the model ladder (allowed in [design.ladder])."""
+    from scaling.model.ladder import shape_for_params
+
+    return list(inspect.signature(shape_for_params).parameters)[1:]
+
+
+def _check_ladder_options(design: Design) -> None:
+    allowed = _ladder_options()
+    unknown = sorted(set(design.ladder) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            "design.ladder." + unknown[0], design.ladder[unknown[0]], ", ".join(allowed)
+        )
+    from scaling.model.ladder import shape_for_params
+
+    try:  # a bad option value (an unknown recipe, a negative aspect) fails here, named
+        shape_for_params(1e5, **design.ladder)
+    except ConfigError as e:
+        if e.field in design.ladder:
+            raise ConfigError("design.ladder." + e.field, e.value, e.allowed) from None
 
 
 def _sized_shape(target: float, base_model: ModelShape, design: Design) -> ModelShape:
