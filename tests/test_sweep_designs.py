@@ -170,3 +170,10 @@ def test_shipped_sweeps_plan_and_say_what_they_measure_and_take(name):
     assert "Measures:" in header and "Takes:" in header
     runs = plan(load_spec(path))
     assert len(runs) >= 6 and len({r.run_id for r in runs}) == len(runs)
+
+
+def test_wsd_refuses_an_axis_it_sets():
+    raw = {**grid(tokens=[6400]), "wsd": {}, "axes": {"optim.schedule": ["constant", "wsd"]}}
+    with pytest.raises(ConfigError) as e:
+        plan(parse_spec(raw))
+    assert e.value.field == "axes.optim.schedule"

@@ -26,6 +26,7 @@ from scaling.train.config import SECTIONS, RunConfig
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads")  # chosen by a sized design
 LENGTH_KEYS = ("train.steps", "train.tokens")  # chosen by every design
 HASH_EXCLUDED_SECTIONS = ("checkpoint",)
+WSD_KEYS = ("optim.schedule", "optim.decay_fraction", "optim.warmup_steps")  # set by [wsd]
 LOG_TOLERANCE = 1e-3  # bisections on log N stop at 0.1%
 
 
@@ -65,6 +66,10 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
     base = copy.deepcopy(spec.base)
     _check_base(base, spec.design)
     _check_ladder_options(spec.design)
+    if spec.wsd is not None:
+        for key in WSD_KEYS:
+            if key in spec.axes:
+                raise ConfigError("axes." + key, list(spec.axes[key]), "an axis [wsd] does not set")
     _validate(base, "base")
     ordered: list[tuple[int, int, PlannedRun]] = []
     for c, combo in enumerate(_axis_combinations(spec.axes)):
