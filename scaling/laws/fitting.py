@@ -43,6 +43,7 @@ class FitOptions:
     agree_rtol: float = 1e-6  # starts within this relative objective of the best "reached it"
     agree_atol: float = 1e-3  # ... and must agree on raw parameters within this
     grad_rtol: float = 1e-4  # flag when max|grad| at the best start exceeds grad_rtol * objective
+    grad_atol: float = 1e-8  # ... and grad_atol
     on_fail: str = "flag"  # "flag" | "raise"
 
     def __post_init__(self):
@@ -70,7 +71,7 @@ def constraints(
     """Translate natural-name constraints ({"E": 1.69}, {"alpha": (0, 1)}) to raw indices."""
     c = Constraints()
     for name, value in (fixed or {}).items():
-        i, raw = form.raw_value(name, value)
+        i, raw = form.raw_value(name, value, fixed=True)
         c.fixed[i] = raw
     merged = dict(form.default_bounds)
     merged.update(bounds or {})
@@ -176,7 +177,7 @@ _STATIC = ("logpred", "kinds", "history", "max_iter", "patience", "weights_per_s
 
 def _functions(logpred, kinds, weights_per_start):
     obj = partial(_objective, logpred=logpred, kinds=kinds)
-    return jax.value_and_grad(obj), (0 if weights_per_start else None)
+    return jax.value_and_grad(obj), 0
 
 
 @partial(jax.jit, static_argnames=_STATIC)
@@ -185,7 +186,7 @@ def _init(z0_SF, w, data, *, logpred, kinds, history, max_iter, patience, weight
     F = z0_SF.shape[1]
 
     def init(z, w_n):
-        f, g = vg(z, w_n, *data)
+        f, g = vg(z, *w_n, *data)
         finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
         return dict(
             z=z,
@@ -241,7 +242,7 @@ def _run(
         gd = jnp.where(bad_dir, -gnorm, gd)
         t = st["t"]
         z_try = z + t * d
-        f_try, g_try = vg(z_try, w_n, *data)
+        f_try, g_try = vg(z_try, *w_n, *data)
         ok = (f_try <= f + 1e-4 * t * gd) & jnp.isfinite(f_try) & jnp.all(jnp.isfinite(g_try))
         s, y = t * d, g_try - g
         sy_new = jnp.dot(s, y)
@@ -342,8 +343,10 @@ def solve_batch(
     options: FitOptions,
     *,
     chunk: int = 32,
+    lane_data: tuple[np.ndarray, np.ndarray] | None = None,
 ):
-    """Run L-BFGS from every start. `weights` is (n,) shared or (S, n) per start (bootstrap).
+    """Run L-BFGS from every start. `weights` is (n,) shared or (S, n) per start (bootstrap);
+    `lane_data` = ((S, n, I) log inputs, (S, n) log targets) gives each start its own data.
 
     Starts run in chunks of iterations; when at most half of a batch is unfinished, those are
     gathered into a smaller batch (256 times a power of two, so few programs are compiled).
@@ -351,16 +354,9 @@ def solve_batch(
     """
     kinds, lo, hi = problem.kinds_and_bounds()
     S = starts_SP.shape[0]
-    n = problem.logy_n.shape[0]
-    n_pad = _bucket(n, _POINT_BUCKET)
-    logX = np.zeros((n_pad, problem.logX_nI.shape[1]))
-    logX[:n] = problem.logX_nI
-    logy = np.zeros(n_pad)
-    logy[:n] = problem.logy_n
-    # Weights are always per start (one compiled program serves fits and bootstraps alike).
-    per_start = True
-    w_all = np.zeros((S, n_pad))
-    w_all[:, :n] = weights
+    # Each start (lane) carries its own weights, inputs and targets: one compiled program serves
+    # a fit, a bootstrap (weights differ) and many curves at once (data differ).
+    lane_w, lane_X, lane_y = _lane_arrays(problem, S, weights, lane_data)
     starts = np.asarray(starts_SP, dtype=np.float64)[:, list(problem.free)]
     z0 = _to_z(starts, kinds, lo, hi)
     static = dict(
@@ -369,10 +365,10 @@ def solve_batch(
         history=options.history,
         max_iter=options.max_iter,
         patience=options.patience,
-        weights_per_start=per_start,
+        weights_per_start=True,
     )
     with jax.enable_x64(True):
-        arrays = (logX, logy, problem.base(), problem.selector(), lo, hi)
+        arrays = (problem.base(), problem.selector(), lo, hi)
         data = (*(jnp.asarray(a) for a in arrays), jnp.float64(problem.delta))
         gtol, ftol = jnp.float64(options.gtol), jnp.float64(options.ftol)
         z_out = np.array(z0)
@@ -384,7 +380,7 @@ def solve_batch(
         size = _bucket(S, 2 * _START_BUCKET)
         while active.size:
             idx = np.concatenate([active, np.repeat(active[:1], size - active.size)])
-            w = jnp.asarray(w_all[idx])
+            w = (jnp.asarray(lane_w[idx]), jnp.asarray(lane_X[idx]), jnp.asarray(lane_y[idx]))
             if state is None:
                 state = _init(jnp.asarray(z0[idx]), w, data, **static)
             state = _run(state, w, data, gtol, ftol, **static, chunk=chunk)
@@ -409,6 +405,24 @@ def solve_batch(
     status_out = np.where(status_out < 0, 2, status_out)
     theta = _to_theta_np(z_out, problem, kinds, lo, hi)
     return theta, f_out, status_out, it_out
+
+
+def _lane_arrays(problem: Problem, S: int, weights: np.ndarray, lane_data):
+    """(S, n_pad) weights, (S, n_pad, I) log inputs, (S, n_pad) log targets; padding has w = 0."""
+    if lane_data is None:
+        X = np.broadcast_to(problem.logX_nI, (S, *problem.logX_nI.shape))
+        y = np.broadcast_to(problem.logy_n, (S, problem.logy_n.shape[0]))
+    else:
+        X, y = lane_data
+    n = y.shape[1]
+    n_pad = _bucket(n, _POINT_BUCKET)
+    w_out = np.zeros((S, n_pad))
+    w_out[:, :n] = np.broadcast_to(weights, (S, n))
+    X_out = np.zeros((S, n_pad, X.shape[2]))
+    X_out[:, :n] = X
+    y_out = np.zeros((S, n_pad))
+    y_out[:, :n] = y
+    return w_out, X_out, y_out
 
 
 def _pow2_bucket(n: int) -> int:
@@ -464,7 +478,7 @@ def check_convergence(
     spread = float(np.max(np.abs(theta_SP[reached] - theta_SP[best]))) if n_reached else 0.0
     if int(status_S[best]) not in (0, 1):
         flags.append(f"best start stopped by {STATUS.get(int(status_S[best]), '?')}")
-    if gmax > options.grad_rtol * max(fbest, 1e-12):
+    if gmax > max(options.grad_rtol * fbest, options.grad_atol):
         flags.append(
             f"gradient at the best start is {gmax:.3g} (> {options.grad_rtol:g} x objective)"
         )

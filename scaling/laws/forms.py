@@ -9,6 +9,7 @@ log L = lse(a - α log N, b - β log D, e). `natural()` turns raw values into th
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -67,11 +68,13 @@ class Form:
             for i, p in enumerate(self.params)
         }
 
-    def raw_value(self, natural_name: str, value: float) -> tuple[int, float]:
+    def raw_value(self, natural_name: str, value: float, fixed: bool = False) -> tuple[int, float]:
         """(index, raw value) of a natural constant, for fixed values and bounds."""
         for i, p in enumerate(self.params):
             if natural_name in (p.natural, p.raw):
                 if p.log and natural_name == p.natural:
+                    if value == 0 and fixed:
+                        return i, -math.inf  # a term fixed at zero (e.g. Kaplan's E = 0)
                     if not value > 0:
                         raise ConfigError(natural_name, value, "a positive number (it is e^raw)")
                     return i, float(np.log(value))
@@ -89,9 +92,10 @@ class Form:
         missing = [k for k in self.inputs if k not in inputs]
         if missing:
             raise ConfigError("inputs", sorted(inputs), f"{', '.join(self.inputs)} for {self.name}")
-        theta = np.array(
-            [np.log(params[p.natural]) if p.log else params[p.natural] for p in self.params]
-        )
+        with np.errstate(divide="ignore"):  # a constant fixed at 0 has raw value -inf
+            theta = np.array(
+                [np.log(params[p.natural]) if p.log else params[p.natural] for p in self.params]
+            )
         cols = [np.log(np.asarray(inputs[k], dtype=np.float64)) for k in self.inputs]
         logX = np.stack(np.broadcast_arrays(*cols), axis=-1)
         shape = logX.shape[:-1]
@@ -248,16 +252,14 @@ def bnsl(breaks: int = 1, x: str = "D") -> Form:
         ymin, ymax = float(np.min(logy)), float(np.max(logy))
         g = {
             "log_a": np.array([ymin - 6.0, ymin - 2.0, ymin - 0.5]),
-            "log_b": np.array([ymax, ymax + 2.0 * max(hi, 1.0) * 0.25, ymax + 5.0]),
-            "c0": np.array([0.0, 0.25, 1.0]),
+            "log_b": np.array([ymax, ymax + 0.5 * max(hi, 1.0)]),
+            "c0": np.array([0.0, 0.5]),
         }
         ds = np.linspace(lo, hi, 5 if breaks == 1 else 3)
         for i in range(1, breaks + 1):
-            g[f"c{i}"] = np.array([0.5, 2.0, 8.0]) if breaks > 1 else np.array([0.5, 1, 2, 4, 8])
+            g[f"c{i}"] = np.array([0.5, 2.0, 8.0])
             g[f"log_d{i}"] = ds
-            g[f"log_f{i}"] = (
-                np.array([-2.0, -0.5, 1.0]) if breaks > 1 else np.array([-3, -1.5, 0, 1])
-            )
+            g[f"log_f{i}"] = np.array([-3.0, -1.0, 0.5])
         return g
 
     return Form(

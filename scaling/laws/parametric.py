@@ -8,7 +8,7 @@ import numpy as np
 
 from scaling.laws import allocation as alloc
 from scaling.laws.bootstrap import bootstrap_raw, summarize
-from scaling.laws.fitting import FitOptions, fit_raw
+from scaling.laws.fitting import FitOptions, constraints, fit_raw
 from scaling.laws.forms import Form
 from scaling.laws.result import FitResult
 from scaling.laws.tables import LawData
@@ -54,6 +54,10 @@ def fit_parametric(
     logy = np.log(data.loss)
     if starts is None:
         starts = form.start_grid(logX, logy)
+    starts = np.array(starts, dtype=np.float64)
+    for i, v in constraints(form, fixed, bounds).fixed.items():
+        starts[:, i] = v
+    starts = np.unique(starts, axis=0)  # fixing a parameter collapses grid points
     raw = fit_raw(form, logX, logy, starts=starts, fixed=fixed, bounds=bounds, options=options)
     params = form.natural(raw.theta)
     k = alloc.flops_factor(data.N, data.D, data.C)
@@ -96,6 +100,7 @@ def fit_parametric(
             "seed": seed,
             "starts_per_resample": bs["starts_per_resample"],
             "converged_fraction": frac,
+            "samples": {name: nat[name].tolist() for name in nat if name not in (fixed or {})},
         }
         if frac < 0.95:
             flags.append(f"only {frac:.0%} of bootstrap refits converged")

@@ -83,7 +83,11 @@ class FitResult:
 
         lines += [row(k, v) for k, v in self.params.items()]
         for block in (self.allocation, self.derived):
-            lines += [row(k, v) for k, v in block.items() if isinstance(v, int | float)]
+            lines += [
+                row(k, v)
+                for k, v in block.items()
+                if isinstance(v, int | float) and k not in self.params
+            ]
         if self.objective is not None:
             lines.append(f"  objective (summed Huber): {self.objective:.6e}")
         state = "converged" if self.converged else "NOT CONVERGED"
