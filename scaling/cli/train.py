@@ -88,6 +88,9 @@ def summary_line(outcome: Any) -> str:
         parts.append(f"MFU {r['mfu']:.2f}")
     if r.get("wall_time") is not None:
         parts.append(f"{r['wall_time']:.1f} s")
+    for key, label in (("entropy_rate", "entropy rate"), ("unigram_entropy", "unigram entropy")):
+        if outcome.data.get(key) is not None:
+            parts.append(f"data {label} {outcome.data[key]:.4f}")
     if outcome.reason:
         parts.append(outcome.reason)
     return f"{head}: {', '.join(parts)}; in {outcome.run_dir}"

@@ -39,6 +39,7 @@ class RunOutcome:
     final: dict[str, Any] | None = None
     reason: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # unigram_entropy, entropy_rate (nats)
 
 
 def check_data(config: RunConfig, data: Any) -> None:
@@ -106,6 +107,7 @@ def train(
                 rows[-1] if rows else None,
                 status.get("reason"),
                 rows,
+                data_summary(data),
             )
     else:
         _clear(run_dir)
@@ -313,7 +315,25 @@ class _Run:
         tokens = step * per_step
         run_files.write_status(run_dir, state, step=step, tokens=tokens, reason=reason)
         rows = run_files.read_rows(run_dir)
-        return RunOutcome(state, step, tokens, run_dir, rows[-1] if rows else None, reason, rows)
+        return RunOutcome(
+            state,
+            step,
+            tokens,
+            run_dir,
+            rows[-1] if rows else None,
+            reason,
+            rows,
+            data_summary(self.data),
+        )
+
+
+def data_summary(data: Any) -> dict[str, Any]:
+    """What the data's manifest says about its entropy (nats/token), for summaries."""
+    m = data.manifest
+    return {
+        "unigram_entropy": getattr(m, "unigram_entropy", None),
+        "entropy_rate": getattr(m, "entropy_rate", None),
+    }
 
 
 def _progress_bar(total: int, start: int) -> Any:
