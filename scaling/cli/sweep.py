@@ -16,7 +16,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run what a sweep is missing (resumes, never reruns)")
     run.add_argument("spec", help="sweep file (TOML), e.g. sweeps/tiny.toml")
     run.add_argument("--out", help="sweep folder (default: runs/<sweep name>)")
-    run.add_argument("--workers", type=int, default=1, help="runs at once (processes)")
+    run.add_argument("--workers", type=int, help="local executor: runs at once (default 1)")
+    run.add_argument(
+        "--executor",
+        choices=("local", "slurm", "ray"),
+        help="where runs execute (default: the sweep file's [executor], else local)",
+    )
+    dist = run.add_argument_group("slurm / ray (override the sweep file's [executor])")
+    dist.add_argument("--partition", help="slurm partition")
+    dist.add_argument("--time", help='time limit per job: minutes or "[D-]HH:MM[:SS]"')
+    dist.add_argument("--gpus-per-job", type=int, help="GPUs per run")
+    dist.add_argument("--cpus-per-job", type=int, help="CPUs per run")
+    dist.add_argument("--mem-gb", type=float, help="memory per job (slurm)")
+    dist.add_argument("--retries", type=int, help="times a job whose process or node died reruns")
+    dist.add_argument("--max-parallel", type=int, help="jobs at once")
+    dist.add_argument("--ray-address", help='an existing Ray cluster ("auto", "host:6379")')
     run.add_argument("--retry-failed", action="store_true", help="rerun runs that failed")
     run.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     run.add_argument(
@@ -40,9 +54,10 @@ def _run(args: argparse.Namespace) -> int:
     from scaling.sweep.designs import plan
     from scaling.sweep.spec import load_spec
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers", args.workers, "a positive integer")
     spec = load_spec(args.spec)
+    executor = _executor_options(spec.executor, args)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     if args.dry_run:
         from scaling.sweep.plan_table import estimate_throughput, format_plan
@@ -57,16 +72,42 @@ def _run(args: argparse.Namespace) -> int:
             store = RunStore(out)
             states = {r.run_id: store.state(r.run_id) for r in runs}
             finished = {k: v for k, v in states.items() if v in TERMINAL_STATES}
-        print(format_plan(runs, spec.convention, tp, args.workers, finished))
+        print(format_plan(runs, spec.convention, tp, executor.workers, finished))
         return 0
     if args.device:
         raise ConfigError("--device", args.device, "only with --dry-run")
     from scaling.sweep.runner import run_sweep
 
-    summary = run_sweep(spec, out, workers=args.workers, retry_failed=args.retry_failed)
+    summary = run_sweep(spec, out, executor=executor, retry_failed=args.retry_failed)
     counts = "  ".join(f"{k}: {v}" for k, v in sorted(summary.counts().items()))
     print(f"sweep {spec.name}: {len(summary.states)} runs in {out}  |  {counts}")
     return 0 if not summary.counts().get("failed") else 1
+
+
+def _executor_options(base, args: argparse.Namespace):
+    """The sweep file's [executor] with the flags given on the command line on top."""
+    flags = {
+        "kind": args.executor,
+        "workers": args.workers,
+        "partition": args.partition,
+        "time": _time_flag(args.time),
+        "gpus_per_job": args.gpus_per_job,
+        "cpus_per_job": args.cpus_per_job,
+        "mem_gb": args.mem_gb,
+        "retries": args.retries,
+        "max_parallel": args.max_parallel,
+        "ray_address": args.ray_address,
+    }
+    try:
+        return base.with_overrides(**flags)
+    except ConfigError as e:  # name the flag, not the sweep-file key
+        flag = "--" + e.field.removeprefix("executor.").replace("_", "-")
+        flag = "--executor" if flag == "--kind" else flag
+        raise ConfigError(flag, e.value, e.allowed) from e
+
+
+def _time_flag(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
 
 
 def _status(args: argparse.Namespace) -> int:

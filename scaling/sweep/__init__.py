@@ -1,9 +1,11 @@
 """Sweeps: TOML sweep files, designs (grid, IsoFLOP, ladder, WSD branches) crossed with axes,
-the run store, the local runner, status and results.
+the run store, the runner with its executors (local processes, SLURM via submitit, Ray),
+status and results.
 
     spec = load_spec("sweeps/tiny.toml")      # validated; errors name the key
     runs = plan(spec)                         # [PlannedRun(run_id, config, point), ...]
     run_sweep(spec, "runs/tiny", workers=2)   # runs only what is missing; resumes; never reruns
+    run_sweep(spec, "/shared/tiny", executor=ExecutorOptions(kind="slurm", partition="gpu"))
     df = load_results("runs/tiny")            # one row per evaluation, N/D/C in every convention
 """
 

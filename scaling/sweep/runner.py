@@ -1,10 +1,11 @@
-"""The local executor: runs what a sweep is missing in worker processes, one run each.
+"""The sweep runner: runs what a sweep is missing through an executor (local worker
+processes by default; SLURM or Ray, see scaling.sweep.launchers), one run per job.
 
 `done` and `diverged` runs are results and never run again; `failed` ones only with
 `retry_failed`; a `running` run whose owner died (stale lease) resumes from its checkpoint.
-Claims go through the run store, so several runners on one folder share the work. Each worker
-is a fresh (spawned) process with its own JAX; it dies with the runner, and a crash in it marks
-the run failed without stopping the sweep.
+Claims go through the run store, so several runners on one folder share the work. A local
+worker is a fresh (spawned) process with its own JAX; it dies with the runner, and a crash in
+it marks the run failed without stopping the sweep.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scaling.io import atomic_write_json, atomic_write_text, read_json
+from scaling.io import atomic_write_json, atomic_write_text
 from scaling.sweep.designs import PlannedRun, plan
+from scaling.sweep.executor_options import ExecutorOptions
+from scaling.sweep.launchers import JobEnd, Launch, Launcher, make_launcher
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.sweep.store import PLAN_FILE, TERMINAL_STATES, Lease, RunStore
+from scaling.sweep.task import TrainFn, train_claimed_run
 
-TrainFn = Callable[..., Any]
 SPEC_COPY = "sweep.toml"
 WORKER_LOG = "worker.log"
 
@@ -76,9 +79,10 @@ def run_sweep(
     spec: SweepSpec | str | Path,
     out_dir: str | Path,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     retry_failed: bool = False,
     train_fn: TrainFn | None = None,
+    executor: ExecutorOptions | None = None,
     poll_s: float = 0.2,
     heartbeat_s: float = 10.0,
     stale_after_s: float | None = None,
@@ -86,21 +90,32 @@ def run_sweep(
 ) -> SweepSummary:
     """Plan the sweep and run every run it is missing; returns when none is left to run here.
 
-    `train_fn(config, run_dir, resume=True, progress=False)` defaults to `scaling.train.train`;
-    it must be importable by name (a module-level function), since workers are spawned.
+    `executor` defaults to the sweep file's `[executor]` (local processes unless it says
+    otherwise); `workers` overrides its worker count. `train_fn(config, run_dir, resume=True,
+    progress=False)` defaults to `scaling.train.train`; it must be importable by name (a
+    module-level function), since workers are spawned or run remotely.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
+    options = executor or spec.executor
+    if workers is not None:
+        options = replace(options, workers=max(1, workers))
     runs = plan(spec)  # raises on a bad sweep before anything is written
-    store = prepare_sweep_dir(spec, runs, out_dir)
+    store = RunStore(out_dir)
     if stale_after_s is not None:
         store.stale_after_s = stale_after_s
-    stray = stray_runs(store, runs)
-    if stray and log:
-        log(f"note: {len(stray)} run folders from an earlier plan are kept, not in this plan")
-    runner = _Runner(store, [r.run_id for r in runs], workers, retry_failed, train_fn, log)
-    with _sigterm_as_interrupt():
-        return runner.loop(poll_s, heartbeat_s)
+    # The executor first: a missing engine or cluster is refused before anything is written.
+    launcher = make_launcher(options, store, train_fn=train_fn, heartbeat_s=heartbeat_s)
+    try:
+        prepare_sweep_dir(spec, runs, out_dir)
+        stray = stray_runs(store, runs)
+        if stray and log:
+            log(f"note: {len(stray)} run folders from an earlier plan are kept, not in this plan")
+        runner = _Runner(store, [r.run_id for r in runs], launcher, retry_failed, log)
+        with _sigterm_as_interrupt():
+            return runner.loop(poll_s, heartbeat_s)
+    finally:
+        launcher.close()
 
 
 @contextlib.contextmanager
@@ -121,28 +136,29 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 class _Runner:
+    """The loop every executor shares: start what is ready (WSD branches after their parent),
+    watch the jobs, record what a job that died could not, stop everything on exit."""
+
     def __init__(
         self,
         store: RunStore,
         run_ids: list[str],
-        workers: int,
+        launcher: Launcher,
         retry_failed: bool,
-        train_fn: TrainFn | None,
         log: Callable[[str], None] | None,
     ):
         self.store = store
         self.run_ids = run_ids
-        self.workers = max(1, workers)
-        self.train_fn = train_fn
+        self.launcher = launcher
         self.log = log or (lambda _msg: None)
         self.retryable = {r for r in run_ids if retry_failed and store.state(r) == "failed"}
         # A run that starts from another's final checkpoint (WSD) waits for it to be done.
         self.parents = {r: store.read_run(r).get("point", {}).get("init_from") for r in run_ids}
         self.attempted: set[str] = set()
         self.final: dict[str, str] = {}
-        self.active: dict[str, tuple[Any, Lease, float]] = {}
+        self.active: dict[str, tuple[Any, Lease | None, float]] = {}
+        self.resubmitted: dict[str, int] = {}
         self.summary = SweepSummary()
-        self.ctx = mp.get_context("spawn")
 
     def state(self, run_id: str) -> str:
         """The run's state; a result (done/diverged) is final, so it is cached."""
@@ -185,74 +201,128 @@ class _Runner:
         return self.summary
 
     def fill(self) -> None:
+        capacity = self.launcher.capacity
+        launches: list[Launch] = []
         for run_id in self.run_ids:
-            if len(self.active) >= self.workers:
-                return
+            if capacity is not None and len(self.active) + len(launches) >= capacity:
+                break
             if run_id in self.active or not self.needs_run(run_id):
                 continue
             parent = self.parents.get(run_id)
             if parent and self.state(parent) != "done":
                 continue
-            lease = self.store.try_claim(run_id, allow_failed=run_id in self.retryable)
-            if lease is None:
-                continue
-            self.start(run_id, lease)
-
-    def start(self, run_id: str, lease: Lease) -> None:
-        resumed = self.store.state(run_id) == "running"
-        proc = self.ctx.Process(
-            target=worker_main,
-            args=(str(self.store.run_dir(run_id)), self.train_fn, os.getpid()),
-            name=f"sweep-{run_id}",
-        )
-        with _worker_environment(self.workers):
-            proc.start()
-        self.store.add_process(lease, proc.pid)
-        self.active[run_id] = (proc, lease, time.monotonic())
-        self.attempted.add(run_id)
-        self.summary.started.append(run_id)
+            allow_failed = run_id in self.retryable
+            if self.launcher.claims_in_task:  # the job claims; skip runs others hold now
+                if self.store.lease_is_live(self.store.read_lease(run_id)):
+                    continue
+                lease = None
+            else:
+                lease = self.store.try_claim(run_id, allow_failed=allow_failed)
+                if lease is None:
+                    continue
+            launches.append(Launch(run_id, lease, allow_failed))
+        if not launches:
+            return
+        resumed = {x.run_id: self.store.state(x.run_id) == "running" for x in launches}
+        jobs = self.launcher.start(launches)
         done = sum(self.store.state(r) in TERMINAL_STATES for r in self.run_ids)
-        verb = "resume" if resumed else "start"
-        self.log(f"{verb} {run_id}  ({done}/{len(self.run_ids)} finished)")
+        for launch, job in zip(launches, jobs, strict=True):
+            self.active[launch.run_id] = (job, launch.lease, time.monotonic())
+            self.attempted.add(launch.run_id)
+            self.summary.started.append(launch.run_id)
+            verb = "resume" if resumed[launch.run_id] else "start"
+            where = "" if self.launcher.name == "local" else f" [{self.launcher.name}]"
+            self.log(f"{verb} {launch.run_id}  ({done}/{len(self.run_ids)} finished){where}")
 
     def reap(self) -> None:
-        for run_id, (proc, lease, t0) in list(self.active.items()):
-            if proc.is_alive():
+        for run_id, (job, lease, t0) in list(self.active.items()):
+            end = self.launcher.poll(job)
+            if end is None:
                 continue
-            proc.join()
-            state = self.store.state(run_id)
-            if state not in (*TERMINAL_STATES, "failed"):
-                why = f"worker exited with code {proc.exitcode} before the run finished"
-                if proc.exitcode is not None and proc.exitcode < 0:
-                    why = f"worker killed by signal {-proc.exitcode}"
-                self.store.mark_failed(run_id, why)
-                state = "failed"
-            self.store.release(lease)
             del self.active[run_id]
+            if lease is not None:
+                self.store.release(lease)
+            state = self.store.state(run_id)
+            if end.result is not None and not end.result.get("claimed"):
+                self.log(f"skip {run_id}: {state}, held by another runner or finished")
+                continue
+            if end.error and state not in (*TERMINAL_STATES, "failed"):
+                if self.resubmitted.get(run_id, 0) < self.launcher.resubmits:
+                    self.resubmitted[run_id] = self.resubmitted.get(run_id, 0) + 1
+                    self.log(f"retry {run_id}: {end.error}")
+                    continue  # state stays running: the next fill starts it again, resuming
+                self.store.mark_failed(run_id, end.error)
+                state = "failed"
             extra = ""
             if state == "failed":
                 extra = ": " + str((self.store.read_status(run_id) or {}).get("error", ""))[:200]
             self.log(f"{state} {run_id}  {time.monotonic() - t0:.1f}s{extra}")
 
     def beat(self) -> None:
-        for run_id, (proc, lease, _t0) in list(self.active.items()):
-            if not self.store.heartbeat(lease):
+        """Heartbeat the leases this runner holds (local workers); remote jobs beat their own."""
+        for run_id, (job, lease, _t0) in list(self.active.items()):
+            if lease is not None and not self.store.heartbeat(lease):
                 self.log(f"lost the lease of {run_id}; stopping its worker")
-                proc.kill()
-                proc.join()
+                self.launcher.stop(job)
                 del self.active[run_id]
 
     def stop_all(self) -> None:
-        """On exit (normal or interrupted): stop workers; their runs resume next time."""
-        for _run_id, (proc, lease, _t0) in list(self.active.items()):
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=10)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-            self.store.release(lease)
+        """On exit (normal or interrupted): stop jobs; their runs resume next time."""
+        for _run_id, (job, lease, _t0) in list(self.active.items()):
+            self.launcher.stop(job)
+            if lease is not None:
+                self.store.release(lease)
         self.active.clear()
+
+
+class LocalLauncher:
+    """The local executor: one spawned worker process per run, `workers` at once. Each worker
+    dies with the runner, and a crash in it marks the run failed without stopping the sweep."""
+
+    name = "local"
+    claims_in_task = False
+    resubmits = 0
+
+    def __init__(self, store: RunStore, workers: int, train_fn: TrainFn | None):
+        self.store = store
+        self.capacity = max(1, workers)
+        self.train_fn = train_fn
+        self.ctx = mp.get_context("spawn")
+
+    def start(self, launches: list[Launch]) -> list[Any]:
+        procs = []
+        for launch in launches:
+            proc = self.ctx.Process(
+                target=worker_main,
+                args=(str(self.store.run_dir(launch.run_id)), self.train_fn, os.getpid()),
+                name=f"sweep-{launch.run_id}",
+            )
+            with _worker_environment(self.capacity):
+                proc.start()
+            assert launch.lease is not None
+            self.store.add_process(launch.lease, proc.pid)
+            procs.append(proc)
+        return procs
+
+    def poll(self, proc: Any) -> JobEnd | None:
+        if proc.is_alive():
+            return None
+        proc.join()
+        why = f"worker exited with code {proc.exitcode} before the run finished"
+        if proc.exitcode is not None and proc.exitcode < 0:
+            why = f"worker killed by signal {-proc.exitcode}"
+        return JobEnd(error=why)
+
+    def stop(self, proc: Any) -> None:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+    def close(self) -> None:
+        pass
 
 
 @contextlib.contextmanager
@@ -291,18 +361,7 @@ def worker_main(run_dir: str, train_fn: TrainFn | None, parent_pid: int) -> None
     store = RunStore(run_path.parent.parent)
     run_id = run_path.name
     try:
-        from scaling.train.config import RunConfig
-
-        record = read_json(run_path / "run.json")
-        config = RunConfig.from_dict(record["config"])
-        parent = record.get("point", {}).get("init_from")
-        if parent:
-            from scaling.sweep.wsd import start_from_parent
-
-            start_from_parent(run_path, run_path.parent / parent)
-        if train_fn is None:
-            from scaling.train import train as train_fn
-        train_fn(config, run_path, resume=True, progress=False)
+        train_claimed_run(store, run_id, train_fn)
     except BaseException as e:
         store.mark_failed(run_id, f"{type(e).__name__}: {e}", traceback.format_exc())
         traceback.print_exc()

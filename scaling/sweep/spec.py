@@ -13,11 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
+from scaling.sweep.executor_options import ExecutorOptions, parse_executor
 
 DESIGN_KINDS = ("grid", "isoflop", "ladder")
 DEFAULT_CONVENTION = "attention"  # 6N + attention-logit FLOPs: exact for small models too
 PARAM_COUNTS = ("N_nonembedding", "N_total", "N_chinchilla")
-TOP_LEVEL_KEYS = ("name", "description", "convention", "base", "design", "axes", "wsd")
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "convention",
+    "base",
+    "design",
+    "axes",
+    "wsd",
+    "executor",
+)
 MAX_SPEC_BYTES = 1 << 20
 
 # Keys allowed in [design], per kind (plus the common ones).
@@ -87,6 +97,7 @@ class SweepSpec:
     convention: str = DEFAULT_CONVENTION
     axes: dict[str, tuple] = field(default_factory=dict)
     wsd: WsdOptions | None = None
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
     description: str = ""
     source_text: str = ""
     source_path: str = ""
@@ -129,6 +140,7 @@ def parse_spec(
     design = _parse_design(raw["design"])
     axes = _parse_axes(raw.get("axes", {}))
     wsd = _parse_wsd(raw["wsd"]) if "wsd" in raw else None
+    executor = parse_executor(raw["executor"]) if "executor" in raw else ExecutorOptions()
     sweep_name = raw.get("name", name)
     if not isinstance(sweep_name, str) or not sweep_name:
         raise ConfigError("name", sweep_name, "a non-empty string")
@@ -142,6 +154,7 @@ def parse_spec(
         convention=convention,
         axes=axes,
         wsd=wsd,
+        executor=executor,
         description=description,
         source_text=source_text,
         source_path=source_path,

@@ -1,0 +1,128 @@
+"""The `slurm` executor: each batch of ready runs is one SLURM job array, through submitit.
+
+Every job calls `claim_and_train` on the shared sweep folder. A job that times out or is
+preempted is requeued by submitit (up to `retries` times) and resumes from its checkpoint; one
+whose node died is submitted again by the runner (up to `retries` times). `cluster = "local"`
+or `"debug"` runs the same jobs through submitit's local executors, without SLURM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from scaling.errors import ConfigError
+from scaling.sweep.executor_options import ExecutorOptions
+from scaling.sweep.launchers import JobEnd, Launch, import_engine
+from scaling.sweep.store import Lease, RunStore
+from scaling.sweep.task import TrainFn, claim_and_train, sweep_path
+
+LOG_DIR = "slurm"  # in the sweep folder: submitit's pickles and job logs
+
+
+class RunJob:
+    """The callable a SLURM job runs. Its `checkpoint` (submitit calls it on timeout or
+    preemption) releases the run's lease and asks for the same call again: the requeued job
+    resumes the run from its checkpoint."""
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = kwargs
+
+    def __call__(self, sweep_dir: str, run_id: str) -> dict:
+        return claim_and_train(sweep_dir, run_id, **self.kwargs)
+
+    def checkpoint(self, sweep_dir: str, run_id: str) -> Any:
+        import submitit
+
+        store = RunStore(sweep_dir)
+        lease = store.read_lease(run_id)
+        if lease and lease.get("pid") == os.getpid():  # ours: the requeued job may claim it
+            store.release(Lease(run_id, lease["token"], lease["host"], lease["pid"]))
+        return submitit.helpers.DelayedSubmission(self, sweep_dir, run_id)
+
+
+class SlurmLauncher:
+    name = "slurm"
+    claims_in_task = True
+
+    def __init__(
+        self,
+        options: ExecutorOptions,
+        store: RunStore,
+        *,
+        train_fn: TrainFn | None,
+        heartbeat_s: float,
+    ):
+        submitit = import_engine("submitit", "slurm")
+        if options.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ConfigError(
+                "executor.cluster",
+                "slurm",
+                "a machine with SLURM's sbatch on PATH (cluster = 'local' runs the jobs here)",
+            )
+        self.options = options
+        self.store = store
+        self.capacity = options.max_parallel
+        self.resubmits = options.retries
+        folder = Path(options.log_dir) if options.log_dir else store.root / LOG_DIR
+        self.executor = submitit.AutoExecutor(
+            folder=str(folder / "%j"),
+            cluster=options.cluster,
+            slurm_max_num_timeout=options.retries,
+        )
+        params: dict[str, Any] = {
+            "name": f"scaling-{store.root.name}",
+            "timeout_min": options.time_min,
+            "cpus_per_task": options.cpus_per_job,
+            "gpus_per_node": options.gpus_per_job,
+            "tasks_per_node": 1,
+            "nodes": 1,
+        }
+        if options.mem_gb is not None:
+            params["mem_gb"] = options.mem_gb
+        if options.partition:
+            params["slurm_partition"] = options.partition
+        if options.max_parallel:
+            params["slurm_array_parallelism"] = options.max_parallel
+        if options.slurm_extra:
+            params["slurm_additional_parameters"] = dict(options.slurm_extra)
+        self.executor.update_parameters(**params)
+        self.call = RunJob(
+            train_fn=train_fn,
+            heartbeat_s=heartbeat_s,
+            stale_after_s=store.stale_after_s,
+            cpu_devices=None if options.gpus_per_job else options.cpus_per_job,
+        )
+        self.sweep_dir = sweep_path(store.root)
+
+    def start(self, launches: list[Launch]) -> list[Any]:
+        """Submit the runs as one job array (a single run: one job)."""
+        calls = [self._with_retry(x) for x in launches]
+        jobs = []
+        with self.executor.batch():
+            for call, x in zip(calls, launches, strict=True):
+                jobs.append(self.executor.submit(call, self.sweep_dir, x.run_id))
+        return jobs
+
+    def _with_retry(self, launch: Launch) -> RunJob:
+        if not launch.allow_failed:
+            return self.call
+        return RunJob(**{**self.call.kwargs, "allow_failed": True})
+
+    def poll(self, job: Any) -> JobEnd | None:
+        try:
+            if not job.done():
+                return None
+            return JobEnd(result=job.result())
+        except Exception as e:  # the job died (node failure, cancelled, out of memory, ...)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            return JobEnd(error=f"slurm job {job.job_id} failed: {first[:300]}")
+
+    def stop(self, job: Any) -> None:
+        if not job.done():
+            job.cancel(check=False)
+
+    def close(self) -> None:
+        pass
