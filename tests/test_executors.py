@@ -161,6 +161,47 @@ def test_ray_worker_killed_mid_run_is_retried_and_every_run_done_once(
     assert comparable(load_results(out)).equals(local_results)
 
 
+@needs_submitit
+def test_submitit_job_that_died_is_resubmitted_and_resumes(sweep_env, local_results):
+    root, spec, markers = sweep_env
+    out = root / "submitit-killed"
+    from scaling.sweep.designs import plan
+
+    victim = plan(load_spec(spec))[2].run_id
+    (markers / "victim").write_text(victim)
+    options = ExecutorOptions(kind="slurm", cluster="local", time_min=5, retries=1)
+    lines: list[str] = []
+    summary = run_sweep(
+        spec, out, executor=options, train_fn=train_dies_once, poll_s=0.05, log=lines.append
+    )
+    assert (markers / f"killed-{victim}").exists()
+    assert summary.counts() == {"done": 4}, lines
+    assert summary.started.count(victim) == 2  # the runner submitted it again
+    assert any(line.startswith(f"retry {victim}") for line in lines), lines
+    calls = read_jsonl(RunStore(out).run_dir(victim) / "invocations.jsonl")
+    assert len(calls) == 2 and calls[0]["start_step"] == 0 and calls[1]["start_step"] >= 4
+    assert comparable(load_results(out)).equals(local_results)
+
+
+@needs_submitit
+def test_slurm_requeue_hook_releases_the_lease_and_resubmits_the_same_call(tmp_path):
+    from scaling.sweep.designs import plan
+    from scaling.sweep.executor_slurm import RunJob
+    from scaling.sweep.runner import prepare_sweep_dir
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(SWEEP)
+    run = plan(load_spec(spec))[0]
+    store = prepare_sweep_dir(load_spec(spec), [run], tmp_path / "out")
+    lease = store.try_claim(run.run_id)  # as the job's own claim (this process)
+    assert lease is not None and store.lease_is_live(store.read_lease(run.run_id))
+    job = RunJob(heartbeat_s=5.0)
+    again = job.checkpoint(str(store.root), run.run_id)  # what submitit calls on timeout
+    assert store.read_lease(run.run_id) is None  # the requeued job can claim it at once
+    assert again.function is job and again.args == (str(store.root), run.run_id)
+    assert store.try_claim(run.run_id) is not None
+
+
 REAL_SWEEP = """
 [base.model]
 context = 16

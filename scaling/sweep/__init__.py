@@ -11,7 +11,7 @@ status and results.
 
 from typing import Any
 
-__all__ = ["load_results", "load_spec", "plan", "run_sweep", "sweep_status"]
+__all__ = ["ExecutorOptions", "load_results", "load_spec", "plan", "run_sweep", "sweep_status"]
 
 _HOMES = {
     "load_spec": "scaling.sweep.spec",
@@ -19,6 +19,7 @@ _HOMES = {
     "run_sweep": "scaling.sweep.runner",
     "load_results": "scaling.sweep.results",
     "sweep_status": "scaling.sweep.status",
+    "ExecutorOptions": "scaling.sweep.executor_options",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from scaling.sweep.store import Lease, RunStore
 from scaling.sweep.task import TrainFn, claim_and_train, sweep_path
 
 LOG_DIR = "slurm"  # in the sweep folder: submitit's pickles and job logs
+RESULT_GRACE_S = 15.0  # a finished job's result file may show up late on a shared file system
+MAX_ARRAY = 1000  # jobs per array (SLURM's default MaxArraySize is 1001)
 
 
 class RunJob:
@@ -96,14 +99,16 @@ class SlurmLauncher:
             cpu_devices=None if options.gpus_per_job else options.cpus_per_job,
         )
         self.sweep_dir = sweep_path(store.root)
+        self.ended_at: dict[str, float] = {}
+        self.grace_s = RESULT_GRACE_S if options.cluster == "slurm" else 1.0
 
     def start(self, launches: list[Launch]) -> list[Any]:
         """Submit the runs as one job array (a single run: one job)."""
-        calls = [self._with_retry(x) for x in launches]
         jobs = []
-        with self.executor.batch():
-            for call, x in zip(calls, launches, strict=True):
-                jobs.append(self.executor.submit(call, self.sweep_dir, x.run_id))
+        for i in range(0, len(launches), MAX_ARRAY):  # SLURM caps an array's size
+            with self.executor.batch():
+                for x in launches[i : i + MAX_ARRAY]:
+                    jobs.append(self.executor.submit(self._with_retry(x), self.sweep_dir, x.run_id))
         return jobs
 
     def _with_retry(self, launch: Launch) -> RunJob:
@@ -112,11 +117,18 @@ class SlurmLauncher:
         return RunJob(**{**self.call.kwargs, "allow_failed": True})
 
     def poll(self, job: Any) -> JobEnd | None:
+        """Non-blocking: a finished job's result once its pickle is there; a job that ended
+        without one (killed, node lost) counts as died after RESULT_GRACE_S (file-system lag)."""
         try:
             if not job.done():
                 return None
+            if self.options.cluster != "debug" and not job.paths.result_pickle.exists():
+                first = self.ended_at.setdefault(job.job_id, time.monotonic())
+                if time.monotonic() - first < self.grace_s:
+                    return None
+                return JobEnd(error=f"slurm job {job.job_id} ended ({job.state}) without a result")
             return JobEnd(result=job.result())
-        except Exception as e:  # the job died (node failure, cancelled, out of memory, ...)
+        except Exception as e:  # the job failed (node failure, cancelled, out of memory, ...)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return JobEnd(error=f"slurm job {job.job_id} failed: {first[:300]}")
 
