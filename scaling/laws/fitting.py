@@ -475,7 +475,9 @@ def check_convergence(
     gmax = float(np.max(np.abs(grad))) if grad.size else 0.0
     reached = f <= fbest + options.agree_rtol * abs(fbest) + 1e-300
     n_reached = int(np.sum(reached))
-    spread = float(np.max(np.abs(theta_SP[reached] - theta_SP[best]))) if n_reached else 0.0
+    free = list(problem.free)
+    diff = theta_SP[reached][:, free] - theta_SP[best][free]
+    spread = float(np.max(np.abs(diff))) if n_reached and free else 0.0
     if int(status_S[best]) not in (0, 1):
         flags.append(f"best start stopped by {STATUS.get(int(status_S[best]), '?')}")
     if gmax > max(options.grad_rtol * fbest, options.grad_atol):
