@@ -8,15 +8,18 @@ Parameters (exactly what `scaling.model.transformer` instantiates; a test checks
 - `N_embedding`: token embedding V·d, + learned positions T·d (`gpt2`), + output head d·V
   when embeddings are untied.
 - `N_nonembedding` (Kaplan et al. 2020): everything else — attention (fused QKV 3d², output
-  d²), MLP (2·d·f for GELU, 3·d·f for SwiGLU), norms (LayerNorm 2d, RMSNorm d, incl. the final
-  norm), biases (`gpt2`: 3d + d + f + d per layer), QK-norm (per layer 2 norms over K).
+  d²), MLP (2·d·f for GELU, 3·d·f for SwiGLU: every variant but gpt2), norms (LayerNorm 2d,
+  RMSNorm d, PaLM's bias-free LayerNorm d; two per layer, one for `palm`'s parallel block, and
+  the final norm), biases (`gpt2`: 3d + d + f + d per layer), QK-norm (per layer 2 norms over
+  K). `performer`'s random projection is a fixed constant, not a parameter: not counted.
 - `N_chinchilla` (Hoffmann et al. 2022): all parameters *including* the embeddings. Their Table
   A9 sizes are reproduced by non-embedding + one V·d embedding matrix (tied); we count every
   trainable tensor (token embedding, learned positions, an untied head), so for this family
   N_chinchilla == N_total. It is a separate field so results name the convention they use.
 
 Forward FLOPs per token (training = forward + backward = 3 × forward for every convention):
-- `kaplan`: 2·N_nonembedding (training 6N).
+- `kaplan`: 2·N_nonembedding (training 6N): parameters only, no attention operations, for
+  every variant.
 - `attention`: 2·N_nonembedding + 2·L·T·d (training 6N + 6·L·T·d), Kaplan's Table 1 context
   term as published. The two attention matmuls (Q·Kᵀ logits and probabilities·V) cost 2·T·d
   each per token per layer over the full T×T score matrix, 4·L·T·d in all; the causal mask
@@ -27,6 +30,23 @@ Forward FLOPs per token (training = forward + backward = 3 × forward for every 
   2·T·(K·H), output projection 2·(K·H)·d, dense block 2·d·f per MLP matrix (2 for GELU, 3 for
   SwiGLU — the appendix's 2 matrices, made variant-aware); final logits 2·d·V. No causal
   halving; norms, biases, positions, rotary and nonlinearities are not counted (as there).
+
+Attention operations per token per layer (`attention_flops_per_token`), by variant:
+- softmax (`gpt2`, `llama`, `palm`) and `local`: a query sees `keys` keys, 4·d·keys FLOPs
+  (logits and mixing) and, for `chinchilla`, 3·H·keys for the softmax. Causal, w =
+  min(window, T) (w = T without a window): `chinchilla` counts keys = w (no causal saving,
+  as Appendix F); `attention` counts keys = w·(1 - w/(2T)), the mean of the causal band
+  (T/2 at w = T, Kaplan's halving; -> w when w << T). Bidirectional (causal=False, masked
+  LM): keys = min(2w - 1, T) in both (no halving). `local`'s blocked kernel computes 2w keys
+  per query (half masked), 2x the count, as full attention's masked triangle is.
+- `performer` (FAVOR+, M random features, J = K + 1: values plus the normalizer): feature
+  projections of q and k 2·2·d·M, state update phi(k)·[v,1]ᵀ 2·H·M·J, state read phi(q)·S
+  2·H·M·J — the prefix-sum algorithm, the same causal or not; no triangle, so no halving
+  (`attention` = these matmuls; `chinchilla` adds 3 FLOPs per feature exponential, 2·3·H·M,
+  as it counts 3 per softmax entry). The chunked kernel also computes a masked C×C block per
+  chunk (C = 64), work the count leaves out as it leaves out the masked triangle.
+Counts are for training sequences of `context` tokens and, unless causal=False is passed,
+causal attention.
 """
 
 from __future__ import annotations
@@ -52,21 +72,23 @@ class ParamCounts:
 
 
 def _mlp_matrices(shape: ModelShape) -> int:
-    return 3 if shape.variant == "llama" else 2
+    return 3 if shape.swiglu else 2
 
 
-def _norm_params(dim: int, variant: str) -> int:
-    return dim if variant == "llama" else 2 * dim  # RMSNorm scale | LayerNorm scale + bias
+def _norm_params(dim: int, shape: ModelShape) -> int:
+    # LayerNorm scale + bias | RMSNorm or bias-free LayerNorm: scale
+    return 2 * dim if shape.norm == "layernorm" else dim
 
 
 def layer_params(shape: ModelShape) -> int:
     """Parameters of one residual block (attention + MLP + their norms)."""
-    d, f, K, v = shape.d_model, shape.d_ff, shape.head_dim, shape.variant
-    n = 4 * d * d + _mlp_matrices(shape) * d * f + 2 * _norm_params(d, v)
-    if v == "gpt2":
+    d, f, K = shape.d_model, shape.d_ff, shape.head_dim
+    norms = 1 if shape.parallel else 2
+    n = 4 * d * d + _mlp_matrices(shape) * d * f + norms * _norm_params(d, shape)
+    if shape.biases:
         n += 3 * d + d + f + d  # biases of QKV, attention output, MLP in, MLP out
     if shape.qk_norm:
-        n += 2 * _norm_params(K, v)
+        n += 2 * _norm_params(K, shape)
     return n
 
 
@@ -74,11 +96,11 @@ def param_counts(shape: ModelShape) -> ParamCounts:
     """Exact parameter counts of the model `scaling.model.transformer` builds for `shape`."""
     d, V = shape.d_model, shape.vocab_size
     embedding = V * d
-    if shape.variant == "gpt2":
-        embedding += shape.context * d
+    if not shape.rotary:
+        embedding += shape.context * d  # learned absolute positions
     if not shape.tied_embeddings:
         embedding += d * V
-    nonembedding = shape.n_layers * layer_params(shape) + _norm_params(d, shape.variant)
+    nonembedding = shape.n_layers * layer_params(shape) + _norm_params(d, shape)
     total = embedding + nonembedding
     return ParamCounts(
         N_total=total, N_embedding=embedding, N_nonembedding=nonembedding, N_chinchilla=total
@@ -90,49 +112,78 @@ def _check_convention(convention: str) -> None:
         raise ConfigError("convention", convention, " | ".join(CONVENTIONS))
 
 
-def _chinchilla_forward_per_token(shape: ModelShape) -> float:
-    d, L, H, T, V = shape.d_model, shape.n_layers, shape.n_heads, shape.context, shape.vocab_size
+def attention_keys(shape: ModelShape, convention: str, *, causal: bool = True) -> float:
+    """Keys per query counted for softmax attention (see the module docstring)."""
+    T = shape.context
+    w = min(shape.attention_window or T, T)
+    if not causal:
+        return float(min(2 * w - 1, T))
+    return float(w) if convention == "chinchilla" else w * (1.0 - w / (2.0 * T))
+
+
+def attention_flops_per_token(shape: ModelShape, convention: str, *, causal: bool = True) -> float:
+    """Forward FLOPs per token of one layer's attention operations — everything but the
+    parameter matmuls (QKV and output projections) — under `convention` (0 for `kaplan`)."""
+    _check_convention(convention)
+    if convention == "kaplan":
+        return 0.0
+    d, H = shape.d_model, shape.n_heads
+    M = shape.features
+    if M is not None:  # FAVOR+: features, state update and read; exp at 3 FLOPs (chinchilla)
+        J = shape.head_dim + 1
+        matmuls = 2 * 2 * d * M + 2 * 2 * H * M * J
+        return float(matmuls + (2 * 3 * H * M if convention == "chinchilla" else 0))
+    keys = attention_keys(shape, convention, causal=causal)
+    softmax = 3 * H * keys if convention == "chinchilla" else 0.0
+    return 2 * 2 * d * keys + softmax
+
+
+def _chinchilla_forward_per_token(shape: ModelShape, causal: bool) -> float:
+    d, L, H, V = shape.d_model, shape.n_layers, shape.n_heads, shape.vocab_size
     attn_width = shape.head_dim * H  # Appendix F's key_size × num_heads
     embeddings = 2 * V * d
     qkv = 2 * 3 * d * attn_width
-    logits_kq = 2 * T * attn_width
-    softmax = 3 * H * T
-    softmax_v = 2 * T * attn_width
+    attention = attention_flops_per_token(shape, "chinchilla", causal=causal)
     out_proj = 2 * attn_width * d
     dense = 2 * _mlp_matrices(shape) * d * shape.d_ff
     final_logits = 2 * d * V
-    layer = qkv + logits_kq + softmax + softmax_v + out_proj + dense
+    layer = qkv + attention + out_proj + dense
     return float(embeddings + L * layer + final_logits)
 
 
-def forward_flops_per_token(shape: ModelShape, convention: str) -> float:
+def forward_flops_per_token(shape: ModelShape, convention: str, *, causal: bool = True) -> float:
     """FLOPs of one forward pass per token (a multiply-add counts 2) under `convention`."""
     _check_convention(convention)
     if convention == "chinchilla":
-        return _chinchilla_forward_per_token(shape)
+        return _chinchilla_forward_per_token(shape, causal)
     n = 2.0 * param_counts(shape).N_nonembedding
     if convention == "attention":
-        n += 2.0 * shape.n_layers * shape.context * shape.d_model
+        n += shape.n_layers * attention_flops_per_token(shape, convention, causal=causal)
     return n
 
 
-def flops_per_token(shape: ModelShape, convention: str) -> float:
+def flops_per_token(shape: ModelShape, convention: str, *, causal: bool = True) -> float:
     """Training FLOPs per token: forward + backward (2 × forward) = 3 × forward."""
-    return (1.0 + BACKWARD_TO_FORWARD) * forward_flops_per_token(shape, convention)
+    forward = forward_flops_per_token(shape, convention, causal=causal)
+    return (1.0 + BACKWARD_TO_FORWARD) * forward
 
 
-def training_flops(shape: ModelShape, tokens: float, convention: str) -> float:
+def training_flops(
+    shape: ModelShape, tokens: float, convention: str, *, causal: bool = True
+) -> float:
     """Training compute C for `tokens` tokens (D) under `convention`: flops_per_token × D."""
     if not tokens >= 0:
         raise ConfigError("tokens", tokens, "a non-negative number")
-    return flops_per_token(shape, convention) * float(tokens)
+    return flops_per_token(shape, convention, causal=causal) * float(tokens)
 
 
-def tokens_for_flops(shape: ModelShape, flops: float, convention: str) -> float:
+def tokens_for_flops(
+    shape: ModelShape, flops: float, convention: str, *, causal: bool = True
+) -> float:
     """Tokens D that a training budget of `flops` (C) buys under `convention`: C / per-token."""
     if not flops >= 0:
         raise ConfigError("flops", flops, "a non-negative number")
-    return float(flops) / flops_per_token(shape, convention)
+    return float(flops) / flops_per_token(shape, convention, causal=causal)
 
 
 def counts_dict(shape: ModelShape) -> dict[str, Any]:
@@ -142,6 +193,8 @@ def counts_dict(shape: ModelShape) -> dict[str, Any]:
         **shape.to_dict(),
         "head_dim": shape.head_dim,
         "d_ff": shape.d_ff,
+        **({"window": shape.attention_window} if shape.variant == "local" else {}),
+        **({"n_features": shape.features} if shape.variant == "performer" else {}),
         "N_total": counts.N_total,
         "N_embedding": counts.N_embedding,
         "N_nonembedding": counts.N_nonembedding,

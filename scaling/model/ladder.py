@@ -18,7 +18,7 @@ from typing import Any
 
 from scaling import flops
 from scaling.errors import ConfigError
-from scaling.model.shape import VARIANTS, ModelShape
+from scaling.model.shape import ROTARY_VARIANTS, VARIANTS, ModelShape
 
 RECIPES: dict[str, dict[str, float]] = {
     "default": {"head_dim": 64, "aspect": 64.0},
@@ -99,15 +99,20 @@ def shape_for_params(
     tied_embeddings: bool = True,
     qk_norm: bool = False,
     mlp_multiple_of: int = 1,
+    window: int | None = None,
+    n_features: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> ModelShape:
-    """The valid shape whose N_nonembedding is nearest `target_nonembedding` (see module doc)."""
+    """The valid shape whose N_nonembedding is nearest `target_nonembedding` (see module doc).
+
+    `window` (`local`) and `n_features` (`performer`) do not change N; they are passed on to
+    every shape (unset: each variant's default)."""
     _positive("params", target_nonembedding)
     if variant not in VARIANTS:
         raise ConfigError("variant", variant, " | ".join(VARIANTS))
     head_dim, aspect = _recipe(recipe, head_dim, aspect)
-    if variant == "llama" and head_dim % 2:
-        raise ConfigError("head_dim", head_dim, "an even number for llama (rotary positions)")
+    if variant in ROTARY_VARIANTS and head_dim % 2:
+        raise ConfigError("head_dim", head_dim, f"an even number for {variant} (rotary positions)")
     kw = dict(
         vocab_size=vocab_size,
         context=context,
@@ -116,6 +121,8 @@ def shape_for_params(
         tied_embeddings=tied_embeddings,
         qk_norm=qk_norm,
         mlp_multiple_of=mlp_multiple_of,
+        window=window,
+        n_features=n_features,
     )
     target = float(target_nonembedding)
     smallest = _make(_width(0, head_dim), 1, head_dim, kw)

@@ -1,10 +1,15 @@
-"""The decoder-only causal Transformer family in flax.nnx, described by a `ModelShape`.
+"""The decoder-only Transformer family in flax.nnx, described by a `ModelShape`.
 
-Two variants: `gpt2` (LayerNorm, GELU MLP, learned absolute positions, biases) and `llama`
-(RMSNorm, SwiGLU MLP, rotary positions, no biases). Parameters are float32; `compute_dtype`
-(e.g. bfloat16) is what matmuls run in. Norms, softmax and logits are computed in float32.
-The forward pass is deterministic and keeps no hidden state, so it can be split once with
-`nnx.split` and jitted (or vmapped over stacked states) as a pure function.
+Variants: `gpt2` (LayerNorm, GELU MLP, learned absolute positions, biases); `llama` (RMSNorm,
+SwiGLU MLP, rotary positions, no biases); `palm` (llama's MLP and positions in a parallel
+block, y = x + attn(norm(x)) + mlp(norm(x)) with one LayerNorm without bias, as in PaLM);
+`performer` (llama blocks, FAVOR+ linear attention in place of softmax attention); `local`
+(llama blocks, sliding-window causal attention). Parameters are float32; `compute_dtype`
+(e.g. bfloat16) is what matmuls run in. Norms, softmax, FAVOR+ features and sums, and logits
+are computed in float32. `model(tokens, causal=False)` attends both ways (masked-LM training).
+The forward pass is deterministic and keeps no hidden state (performer's random projection is
+a constant of the layer, not state), so it can be split once with `nnx.split(model, nnx.Param)`
+and jitted (or vmapped over stacked states) as a pure function.
 
 Every parameter created here is counted by `scaling.flops.param_counts`; a test asserts the
 two agree exactly, so a change here needs the same change there.
@@ -12,10 +17,12 @@ two agree exactly, so a change here needs the same change there.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from scaling.model.shape import ModelShape
@@ -23,6 +30,8 @@ from scaling.model.shape import ModelShape
 INIT_STD = 0.02
 NORM_EPS = 1e-5
 ROPE_BASE = 10_000.0
+FEATURE_SEED = 20210309  # performer's projections: a constant of (layer, shape), see below
+FAVOR_CHUNK = 64  # causal FAVOR+: tokens per chunk (quadratic inside, prefix sums across)
 
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float) -> nnx.Param:
@@ -30,12 +39,12 @@ def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float) -> nnx.Param:
 
 
 class Norm(nnx.Module):
-    """LayerNorm (scale and bias) for `gpt2`, RMSNorm (scale only) for `llama`; float32 math."""
+    """`layernorm` (scale, bias), `layernorm_nobias` (scale; PaLM) or `rmsnorm` (scale)."""
 
-    def __init__(self, dim: int, variant: str):
-        self.rms = variant == "llama"
+    def __init__(self, dim: int, kind: str):
+        self.rms = kind == "rmsnorm"
         self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
-        self.bias = None if self.rms else nnx.Param(jnp.zeros((dim,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32)) if kind == "layernorm" else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = x.dtype
@@ -45,8 +54,10 @@ class Norm(nnx.Module):
             return (x * self.scale[...]).astype(dtype)
         mean = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        x = (x - mean) * jax.lax.rsqrt(var + NORM_EPS)
-        return (x * self.scale[...] + self.bias[...]).astype(dtype)
+        x = (x - mean) * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...]
+        if self.bias is not None:
+            x = x + self.bias[...]
+        return x.astype(dtype)
 
 
 def rotary(x_BTHK: jax.Array) -> jax.Array:
@@ -62,23 +73,179 @@ def rotary(x_BTHK: jax.Array) -> jax.Array:
     return out.astype(x_BTHK.dtype)
 
 
-class Attention(nnx.Module):
-    """Causal multi-head self-attention with one fused QKV projection."""
+# --- softmax attention: full, windowed (`local`) -------------------------------------------
+def _softmax_mix(scores_BHTS: jax.Array, mask_TS: jax.Array | None, v_BSHK: jax.Array) -> jax.Array:
+    if mask_TS is not None:
+        scores_BHTS = jnp.where(mask_TS, scores_BHTS, jnp.finfo(jnp.float32).min)
+    probs_BHTS = jax.nn.softmax(scores_BHTS, axis=-1).astype(v_BSHK.dtype)
+    return jnp.einsum("bhts,bshk->bthk", probs_BHTS, v_BSHK)
 
-    def __init__(self, shape: ModelShape, *, rngs: nnx.Rngs, compute_dtype: jnp.dtype):
+
+def softmax_attention(
+    q_BTHK: jax.Array,
+    k_BTHK: jax.Array,
+    v_BTHK: jax.Array,
+    *,
+    causal: bool = True,
+    window: int | None = None,
+) -> jax.Array:
+    """Softmax attention; with `window`, a query sees only keys less than `window` positions
+    away (itself and the window - 1 before it when causal; either side when not).
+
+    Causal with window < T runs blockwise (`_local_attention`, O(T·window)); otherwise one
+    masked T×T matrix, so a window >= T is exactly full attention.
+    """
+    T, K = q_BTHK.shape[1], q_BTHK.shape[3]
+    if causal and window is not None and window < T:
+        return _local_attention(q_BTHK, k_BTHK, v_BTHK, window)
+    scores_BHTS = jnp.einsum(
+        "bthk,bshk->bhts", q_BTHK, k_BTHK, preferred_element_type=jnp.float32
+    ) / math.sqrt(K)
+    t, s = jnp.arange(T)[:, None], jnp.arange(T)[None, :]
+    mask_TS = (s <= t) if causal else None
+    if window is not None and window < T:  # bidirectional band (causal case returned above)
+        mask_TS = jnp.abs(t - s) < window
+    return _softmax_mix(scores_BHTS, mask_TS, v_BTHK)
+
+
+def _local_attention(
+    q_BTHK: jax.Array, k_BTHK: jax.Array, v_BTHK: jax.Array, window: int
+) -> jax.Array:
+    """Causal sliding-window attention by blocks of W = window queries, each attending to its
+    own block and the one before (2W keys, masked to the W it may see): 8·W·d FLOPs per token
+    for logits and mixing, where the window itself needs 4·W·d (`scaling.flops` counts W)."""
+    B, T, H, K = q_BTHK.shape
+    W = window
+    n = -(-T // W)
+
+    def blocks(x_BTHK: jax.Array) -> jax.Array:
+        x = jnp.pad(x_BTHK, ((0, 0), (0, n * W - T), (0, 0), (0, 0)))
+        return x.reshape(B, n, W, H, K)
+
+    def with_previous(x_BNWHK: jax.Array) -> jax.Array:
+        prev = jnp.pad(x_BNWHK, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0)))[:, :-1]
+        return jnp.concatenate([prev, x_BNWHK], axis=2)  # keys of blocks n-1 and n: [B,n,2W,H,K]
+
+    q_BNWHK = blocks(q_BTHK)
+    k_BNSHK, v_BNSHK = with_previous(blocks(k_BTHK)), with_previous(blocks(v_BTHK))
+    scores_BHNWS = jnp.einsum(
+        "bnqhk,bnshk->bhnqs", q_BNWHK, k_BNSHK, preferred_element_type=jnp.float32
+    ) / math.sqrt(K)
+    # Query i of block b is at b·W + i, key j at (b-1)·W + j: it sees j in (i, i + W], and no
+    # key before position 0 (block 0's "previous" block is padding).
+    i, j = jnp.arange(W)[:, None], jnp.arange(2 * W)[None, :]
+    first = (jnp.arange(n) == 0)[:, None, None]
+    mask_NWS = ((j > i) & (j <= i + W))[None] & (~first | (j >= W)[None])
+    scores_BHNWS = jnp.where(mask_NWS, scores_BHNWS, jnp.finfo(jnp.float32).min)
+    probs_BHNWS = jax.nn.softmax(scores_BHNWS, axis=-1).astype(v_BTHK.dtype)
+    y_BNWHK = jnp.einsum("bhnqs,bnshk->bnqhk", probs_BHNWS, v_BNSHK)
+    return y_BNWHK.reshape(B, n * W, H, K)[:, :T]
+
+
+# --- FAVOR+ (`performer`) --------------------------------------------------------------------
+@functools.cache
+def feature_projection(layer: int, n_features: int, head_dim: int) -> np.ndarray:
+    """float32 [n_features, head_dim]: FAVOR+'s orthogonal random features (blocks of Haar
+    orthogonal rows, each rescaled to the norm of a Gaussian vector), shared by a layer's heads.
+
+    A constant drawn from (FEATURE_SEED, layer) — fixed for training, the same for every init
+    seed, not a parameter (not in N, not trained) and not model state: the forward pass embeds
+    it as a constant, so the model's state is its parameters alone.
+    """
+    rng = np.random.default_rng([FEATURE_SEED, layer, n_features, head_dim])
+    rows = []
+    for _ in range(-(-n_features // head_dim)):
+        q, r = np.linalg.qr(rng.standard_normal((head_dim, head_dim)))
+        rows.append((q * np.sign(np.diag(r))).T)  # sign fix: Haar-distributed
+    norms = np.linalg.norm(rng.standard_normal((n_features, head_dim)), axis=1)
+    w = (np.concatenate(rows)[:n_features] * norms[:, None]).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def favor_features(x_BTHK: jax.Array, w_MK: jax.Array, *, query: bool) -> jax.Array:
+    """Positive random features phi(x) = exp(w·x - |x|²/2) of x / K^(1/4), so that
+    E[phi(q)·phi(k)] = exp(q·k / sqrt(K)), float32 [B,T,H,M].
+
+    For range, a factor exp(±|w_j|²/4) moves between the query's and the key's feature j (the
+    product is unchanged), and each query's features are divided by their largest (a factor
+    that cancels in the normalized attention): queries lie in (0, 1], keys never overflow.
+    The constant 1/sqrt(M) cancels too and is left out.
+    """
+    K = x_BTHK.shape[-1]
+    x = x_BTHK.astype(jnp.float32) * K**-0.25
+    proj_BTHM = jnp.einsum("bthk,mk->bthm", x, w_MK)
+    quarter_w2_M = 0.25 * jnp.sum(jnp.square(w_MK), axis=-1)
+    e = proj_BTHM - 0.5 * jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    if query:
+        e = e + quarter_w2_M
+        e = e - jax.lax.stop_gradient(jnp.max(e, axis=-1, keepdims=True))
+    else:
+        e = e - quarter_w2_M
+    return jnp.exp(e)
+
+
+def favor_attention(
+    q_BTHK: jax.Array, k_BTHK: jax.Array, v_BTHK: jax.Array, w_MK: jax.Array, *, causal: bool = True
+) -> jax.Array:
+    """FAVOR+ linear attention (Choromanski et al. 2021): softmax attention's weights
+    exp(q·k/sqrt(K)) replaced by phi(q)·phi(k), so y_t = phi(q_t)·S_t / phi(q_t)·z_t with
+    S_t = sum_{s<=t} phi(k_s) v_sᵀ and z_t = sum_{s<=t} phi(k_s) — O(T·M·K), no T×T matrix.
+
+    The normalizer rides along as a column of ones appended to v. Causal prefix sums run by
+    chunks of FAVOR_CHUNK tokens: the masked quadratic form inside a chunk, the sum of earlier
+    chunks' states across. Bidirectional: one sum over all keys. float32 throughout.
+    """
+    B, T, H, K = q_BTHK.shape
+    pq_BTHM = favor_features(q_BTHK, w_MK, query=True)
+    pk_BTHM = favor_features(k_BTHK, w_MK, query=False)
+    ones = jnp.ones((B, T, H, 1), jnp.float32)
+    v_BTHJ = jnp.concatenate([v_BTHK.astype(jnp.float32), ones], axis=-1)  # J = K + 1
+    if not causal:
+        s_BHMJ = jnp.einsum("bthm,bthj->bhmj", pk_BTHM, v_BTHJ)
+        o_BTHJ = jnp.einsum("bthm,bhmj->bthj", pq_BTHM, s_BHMJ)
+    else:
+        C = min(FAVOR_CHUNK, T)
+        n = -(-T // C)
+
+        def chunks(x_BTHX: jax.Array) -> jax.Array:
+            x = jnp.pad(x_BTHX, ((0, 0), (0, n * C - T), (0, 0), (0, 0)))
+            return x.reshape(B, n, C, H, x.shape[-1])
+
+        pq, pk, v = chunks(pq_BTHM), chunks(pk_BTHM), chunks(v_BTHJ)
+        a_BNHCS = jnp.einsum("bnchm,bnshm->bnhcs", pq, pk) * jnp.tril(jnp.ones((C, C)))
+        o_BNCHJ = jnp.einsum("bnhcs,bnshj->bnchj", a_BNHCS, v)
+        if n > 1:
+            s_BNHMJ = jnp.einsum("bnshm,bnshj->bnhmj", pk, v)  # each chunk's own state
+            earlier = jnp.pad(s_BNHMJ, ((0, 0), (1, 0), (0, 0), (0, 0), (0, 0)))[:, :-1]
+            prefix_BNHMJ = jax.lax.associative_scan(jnp.add, earlier, axis=1)
+            o_BNCHJ = o_BNCHJ + jnp.einsum("bnchm,bnhmj->bnchj", pq, prefix_BNHMJ)
+        o_BTHJ = o_BNCHJ.reshape(B, n * C, H, K + 1)[:, :T]
+    y_BTHK = o_BTHJ[..., :K] / (o_BTHJ[..., K:] + jnp.finfo(jnp.float32).tiny)
+    return y_BTHK.astype(v_BTHK.dtype)
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention with one fused QKV projection: softmax (full or windowed) or
+    FAVOR+ (`performer`), causal unless called with causal=False."""
+
+    def __init__(self, shape: ModelShape, layer: int, *, rngs: nnx.Rngs, compute_dtype: jnp.dtype):
         d, H, K = shape.d_model, shape.n_heads, shape.head_dim
         self.n_heads, self.head_dim = H, K
-        self.rotary = shape.variant == "llama"
+        self.rotary = shape.rotary
         self.compute_dtype = compute_dtype
-        bias = shape.variant == "gpt2"
+        self.window = shape.attention_window
+        self.n_features = shape.features
+        self.layer = layer
+        bias = shape.biases
         self.w_qkv = _normal(rngs, (d, 3, H, K), INIT_STD)
         self.b_qkv = nnx.Param(jnp.zeros((3, H, K), jnp.float32)) if bias else None
         self.w_out = _normal(rngs, (H, K, d), INIT_STD / math.sqrt(2 * shape.n_layers))
         self.b_out = nnx.Param(jnp.zeros((d,), jnp.float32)) if bias else None
-        self.q_norm = Norm(K, shape.variant) if shape.qk_norm else None
-        self.k_norm = Norm(K, shape.variant) if shape.qk_norm else None
+        self.q_norm = Norm(K, shape.norm) if shape.qk_norm else None
+        self.k_norm = Norm(K, shape.norm) if shape.qk_norm else None
 
-    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    def __call__(self, x_BTD: jax.Array, *, causal: bool = True) -> jax.Array:
         cd = self.compute_dtype
         qkv = jnp.einsum("btd,dchk->cbthk", x_BTD, self.w_qkv[...].astype(cd))
         if self.b_qkv is not None:
@@ -88,14 +255,11 @@ class Attention(nnx.Module):
             q_BTHK, k_BTHK = self.q_norm(q_BTHK), self.k_norm(k_BTHK)
         if self.rotary:
             q_BTHK, k_BTHK = rotary(q_BTHK), rotary(k_BTHK)
-        T = x_BTD.shape[1]
-        scores_BHTS = jnp.einsum(
-            "bthk,bshk->bhts", q_BTHK, k_BTHK, preferred_element_type=jnp.float32
-        ) / math.sqrt(self.head_dim)
-        causal_TS = jnp.tril(jnp.ones((T, T), dtype=bool))
-        scores_BHTS = jnp.where(causal_TS, scores_BHTS, jnp.finfo(jnp.float32).min)
-        probs_BHTS = jax.nn.softmax(scores_BHTS, axis=-1).astype(cd)
-        y_BTHK = jnp.einsum("bhts,bshk->bthk", probs_BHTS, v_BTHK)
+        if self.n_features is not None:
+            w_MK = jnp.asarray(feature_projection(self.layer, self.n_features, self.head_dim))
+            y_BTHK = favor_attention(q_BTHK, k_BTHK, v_BTHK, w_MK, causal=causal)
+        else:
+            y_BTHK = softmax_attention(q_BTHK, k_BTHK, v_BTHK, causal=causal, window=self.window)
         y_BTD = jnp.einsum("bthk,hkd->btd", y_BTHK, self.w_out[...].astype(cd))
         if self.b_out is not None:
             y_BTD = y_BTD + self.b_out[...].astype(cd)
@@ -107,7 +271,7 @@ class MLP(nnx.Module):
 
     def __init__(self, shape: ModelShape, *, rngs: nnx.Rngs, compute_dtype: jnp.dtype):
         d, f = shape.d_model, shape.d_ff
-        self.swiglu = shape.variant == "llama"
+        self.swiglu = shape.swiglu
         self.compute_dtype = compute_dtype
         out_std = INIT_STD / math.sqrt(2 * shape.n_layers)
         if self.swiglu:
@@ -134,40 +298,44 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); `palm`'s parallel
+    block: x + attn(norm(x)) + mlp(norm(x)) with one norm."""
 
-    def __init__(self, shape: ModelShape, *, rngs: nnx.Rngs, compute_dtype: jnp.dtype):
-        self.norm_attn = Norm(shape.d_model, shape.variant)
-        self.attn = Attention(shape, rngs=rngs, compute_dtype=compute_dtype)
-        self.norm_mlp = Norm(shape.d_model, shape.variant)
+    def __init__(self, shape: ModelShape, layer: int, *, rngs: nnx.Rngs, compute_dtype: jnp.dtype):
+        self.parallel = shape.parallel
+        self.norm_attn = Norm(shape.d_model, shape.norm)
+        self.attn = Attention(shape, layer, rngs=rngs, compute_dtype=compute_dtype)
+        self.norm_mlp = None if self.parallel else Norm(shape.d_model, shape.norm)
         self.mlp = MLP(shape, rngs=rngs, compute_dtype=compute_dtype)
 
-    def __call__(self, x_BTD: jax.Array) -> jax.Array:
-        x_BTD = x_BTD + self.attn(self.norm_attn(x_BTD))
+    def __call__(self, x_BTD: jax.Array, *, causal: bool = True) -> jax.Array:
+        if self.parallel:
+            h_BTD = self.norm_attn(x_BTD)
+            return x_BTD + self.attn(h_BTD, causal=causal) + self.mlp(h_BTD)
+        x_BTD = x_BTD + self.attn(self.norm_attn(x_BTD), causal=causal)
         return x_BTD + self.mlp(self.norm_mlp(x_BTD))
 
 
 class Transformer(nnx.Module):
-    """Decoder-only causal language model: `model(tokens_BT int32) -> logits_BTV float32`."""
+    """Language model: `model(tokens_BT int32) -> logits_BTV float32`; causal unless called
+    with causal=False (bidirectional, for masked-token objectives)."""
 
     def __init__(self, shape: ModelShape, *, rngs: nnx.Rngs, compute_dtype=jnp.float32):
         self.shape = shape
         self.compute_dtype = jnp.dtype(compute_dtype)
         d, V = shape.d_model, shape.vocab_size
         self.embed = _normal(rngs, (V, d), INIT_STD)
-        self.pos_embed = (
-            _normal(rngs, (shape.context, d), INIT_STD) if shape.variant == "gpt2" else None
-        )
+        self.pos_embed = None if shape.rotary else _normal(rngs, (shape.context, d), INIT_STD)
         self.blocks = nnx.List(
             [
-                Block(shape, rngs=rngs, compute_dtype=self.compute_dtype)
-                for _ in range(shape.n_layers)
+                Block(shape, layer, rngs=rngs, compute_dtype=self.compute_dtype)
+                for layer in range(shape.n_layers)
             ]
         )
-        self.norm_final = Norm(d, shape.variant)
+        self.norm_final = Norm(d, shape.norm)
         self.head = None if shape.tied_embeddings else _normal(rngs, (d, V), INIT_STD)
 
-    def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+    def __call__(self, tokens_BT: jax.Array, *, causal: bool = True) -> jax.Array:
         seq_len = tokens_BT.shape[1]
         if seq_len > self.shape.context:
             raise ValueError(f"sequence length {seq_len} exceeds context {self.shape.context}")
@@ -177,7 +345,7 @@ class Transformer(nnx.Module):
             x_BTD = x_BTD + self.pos_embed[...][:seq_len]
         x_BTD = x_BTD.astype(cd)
         for block in self.blocks:
-            x_BTD = block(x_BTD)
+            x_BTD = block(x_BTD, causal=causal)
         x_BTD = self.norm_final(x_BTD)
         w_DV = self.embed[...].T if self.head is None else self.head[...]
         return jnp.einsum("btd,dv->btv", x_BTD, w_DV.astype(cd), preferred_element_type=jnp.float32)
