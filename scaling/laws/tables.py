@@ -188,7 +188,14 @@ def select(
     if derive_d:
         for role in ("N", "C"):
             if role not in cols:
-                cols[role] = _pick(df, role, given[role], True)
+                name = _pick(df, role, given[role], False)
+                if name is None:
+                    raise DataError(
+                        f"no D column found (tried {', '.join(CANDIDATES['D'])}) and D = C/(6N) "
+                        f"needs N and C; pass --tokens COL; available: "
+                        + ", ".join(map(str, df.columns))
+                    )
+                cols[role] = name
     arrays = {role: _values(df, col, role) for role, col in cols.items()}
     if derive_d:
         arrays["D"] = arrays["C"] / (6.0 * arrays["N"])
