@@ -26,7 +26,7 @@ from scaling.laws.forms import Form
 
 STATUS = {0: "gradient", 1: "objective", 2: "max_iter", 3: "line_search"}
 _N_STEPS = 14  # line-search ladder: 2, 1, 1/2, ..., 2^-12
-_START_BUCKET = 256
+_START_BUCKET = 512  # smallest batch: fewer sizes, fewer compilations
 _POINT_BUCKET = 64
 
 
@@ -349,7 +349,7 @@ def solve_batch(
     `lane_data` = ((S, n, I) log inputs, (S, n) log targets) gives each start its own data.
 
     Starts run in chunks of iterations; when at most half of a batch is unfinished, those are
-    gathered into a smaller batch (256 times a power of two, so few programs are compiled).
+    gathered into a smaller batch (512 times a power of two, so few programs are compiled).
     Returns raw thetas (S, P), objectives (S,), status (S,), iterations (S,).
     """
     kinds, lo, hi = problem.kinds_and_bounds()
@@ -377,7 +377,7 @@ def solve_batch(
         it_out = np.zeros(S, dtype=np.int64)
         active = np.arange(S)
         state = None
-        size = _bucket(S, 2 * _START_BUCKET)
+        size = _bucket(S, _START_BUCKET)
         while active.size:
             idx = np.concatenate([active, np.repeat(active[:1], size - active.size)])
             w = (jnp.asarray(lane_w[idx]), jnp.asarray(lane_X[idx]), jnp.asarray(lane_y[idx]))
@@ -393,7 +393,7 @@ def solve_batch(
             still = real < 0
             keep_pos = np.nonzero(still)[0]
             active = active[still]
-            if active.size and active.size <= size // 2:
+            if active.size and active.size <= size // 2 and size > _START_BUCKET:
                 size = _pow2_bucket(active.size)
                 pos = np.concatenate([keep_pos, np.repeat(keep_pos[:1], size - active.size)])
                 state = jax.tree.map(lambda a, p=pos: a[p], state)
