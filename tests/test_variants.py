@@ -133,7 +133,7 @@ def test_favor_approximates_softmax_attention_better_with_more_features() -> Non
     assert errs[0] / errs[-1] > 3.0, errs  # 1/sqrt(M) would give 8
     for (m, bound), err in zip(FAVOR_ERROR_BOUNDS.items(), errs, strict=True):
         assert err < bound, (m, err)
-    assert float(mean_error(projections(256), False)) < FAVOR_ERROR_BOUNDS[256]  # bidirectional
+    assert float(mean_error(projections(256), False)) < 0.4  # bidirectional: measured 0.27
 
 
 def test_favor_kernel_is_unbiased_and_projection_fixed() -> None:
