@@ -45,9 +45,7 @@ def load_table(path: str | Path) -> pd.DataFrame:
                 f"DATA = {str(p)!r} is a folder, but reading sweep folders needs "
                 f"scaling.sweep.results.load_results, which is not available ({e})"
             ) from e
-        df = load_results(p)
-        if "final" in df.columns:  # one row per run: its final evaluation
-            df = df[df["final"].astype(bool)]
+        df = load_results(p, view="final")  # one row per finished run: its last evaluation
         return _nonempty(df, p)
     suffix = p.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
