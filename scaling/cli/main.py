@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scaling.cli.sweep",
     "scaling.cli.count",
     "scaling.cli.train",
+    "scaling.cli.report",
     "scaling.cli.fit",
 )
 

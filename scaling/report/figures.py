@@ -1,0 +1,95 @@
+"""The report's figures, built from a `Study`: one matplotlib Figure per file stem.
+
+Fit plots come from the analysis layer (`scaling.plots.laws`); loss curves and the side-by-side
+allocation of approaches 2 and 3 with intervals from `scaling.plots.runs`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from scaling.laws import allocation as alloc
+from scaling.plots import laws as law_plots
+from scaling.plots.runs import allocation_comparison, loss_curves
+from scaling.report.study import LEVEL, Study
+
+
+def make_figures(study: Study) -> dict[str, Figure]:
+    """All figures of the report, by file stem (fits that failed have no figure)."""
+    figs = {"loss_curves": loss_curves(study.curves, convention=study.convention)}
+    if "approach2" in study.fits:
+        figs["isoflop"] = law_plots.isoflop_curves(study.data, study.fits["approach2"])
+    if "approach3" in study.fits:
+        figs["frontier"] = law_plots.loss_vs_compute(study.data, study.fits["approach3"], LEVEL)
+    if "approach2" in study.fits or "approach3" in study.fits:
+        figs["allocation"] = allocation_figure(study)
+    if "approach3" in study.fits:
+        figs["residuals"] = law_plots.residuals(study.data, study.fits["approach3"])
+    return figs
+
+
+def c_grid(study: Study, decades_beyond: float = 2.0) -> np.ndarray:
+    """Compute budgets from just below the smallest trained to 100x the largest."""
+    lo = np.log10(np.min(study.data.C)) - 0.2
+    hi = np.log10(study.c_max) + decades_beyond
+    return np.logspace(lo, hi, 200)
+
+
+def _band(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    q = 50 * (1 - LEVEL)
+    lo, hi = np.nanpercentile(vals, [q, 100 - q], axis=0)
+    return lo, hi
+
+
+def allocation_curves(study: Study, C: np.ndarray) -> list[dict]:
+    """N_opt(C), D_opt(C) with bootstrap bands for approaches 2 and 3 (those that fitted)."""
+    out = []
+    if "approach2" in study.fits:
+        res, s = study.fits["approach2"], study.samples2
+        p = res.params
+        cur = {"label": "approach 2 (IsoFLOP)", "a": p["a"], "b": p["b"], "C": C}
+        for what, e, g, lg in (("N", "a", "G_N", "logG_N"), ("D", "b", "G_D", "logG_D")):
+            mid = p[g] * C ** p[e]
+            lo = hi = None
+            if s:
+                lo, hi = _band(np.exp(s[lg][:, None] + s[e][:, None] * np.log(C)[None, :]))
+            cur[what] = (mid, lo, hi)
+        out.append(cur)
+    if "approach3" in study.fits:
+        res, s, k = study.fits["approach3"], study.samples3, study.flops_factor
+        cur = {
+            "label": "approach 3 (parametric)",
+            "a": res.allocation["a"],
+            "b": res.allocation["b"],
+            "C": C,
+        }
+        for what, f, fb in (
+            ("N", alloc.optimal_n, alloc.optimal_n_batch),
+            ("D", alloc.optimal_d, alloc.optimal_d_batch),
+        ):
+            mid = f(res.params, C, k)
+            lo = hi = None
+            if s:
+                lo, hi = _band(np.stack([fb(s, c, k) for c in C], axis=1))
+            cur[what] = (mid, lo, hi)
+        out.append(cur)
+    return out
+
+
+def allocation_figure(study: Study) -> Figure:
+    points = None
+    if "approach2" in study.fits:
+        b = study.fits["approach2"].diagnostics["budgets"]
+        points = {
+            "C": [x["C"] for x in b],
+            "N": [x["N_opt"] for x in b],
+            "D": [x["D_opt"] for x in b],
+        }
+    return allocation_comparison(
+        allocation_curves(study, c_grid(study)),
+        convention=study.convention,
+        points=points,
+        c_max=study.c_max,
+        level=LEVEL,
+    )
