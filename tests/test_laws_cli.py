@@ -113,3 +113,7 @@ def test_unreadable_inputs(tmp_path, capsys):
     bad.write_text("a,b\n1,2\n")
     rc, err = run_err(["fit", str(bad)], capsys)
     assert rc == 2 and "suffix" in err
+    empty = tmp_path / "not_a_sweep"
+    empty.mkdir()
+    rc, err = run_err(["fit", str(empty)], capsys)  # folders go through load_results
+    assert rc == 2 and "not_a_sweep" in err and len(err.splitlines()) == 1
