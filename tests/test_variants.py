@@ -357,3 +357,24 @@ def test_conventions_against_xla_cost_analysis(shape: ModelShape) -> None:
     executed = matmuls + _kernel_extra(shape)
     assert executed <= xla <= executed * (1 + ELEMENTWISE_TOLERANCE), (xla, executed)
     assert fwd["kaplan"] < fwd["attention"] < xla
+
+
+# --- the shipped architecture sweeps -----------------------------------------------------------
+@pytest.mark.parametrize("name", ["architectures.toml", "architectures_gpu.toml"])
+def test_architecture_sweeps_plan_every_variant_at_every_budget(name: str) -> None:
+    from pathlib import Path
+
+    from scaling.sweep.designs import plan
+    from scaling.sweep.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "sweeps" / name)
+    runs = plan(spec)
+    variants = {"gpt2", "llama", "palm", "performer", "local"}
+    budgets = {run.point["budget"] for run in runs}
+    for variant in variants:
+        mine = [r for r in runs if r.shape.variant == variant]
+        assert {r.point["budget"] for r in mine} == budgets
+        for run in mine:
+            achieved = flops.training_flops(run.shape, run.tokens, spec.convention)
+            assert abs(achieved / run.point["budget"] - 1) <= 0.05
+    assert {r.shape.variant for r in runs} == variants
