@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scaling.errors import ConfigError
 from scaling.sweep.executor_options import ExecutorOptions
 from scaling.sweep.launchers import JobEnd, Launch, import_engine
 from scaling.sweep.store import RunStore
@@ -33,12 +34,18 @@ class RayLauncher:
         self.ray = import_engine("ray", "ray")
         self.started_ray = False
         if not self.ray.is_initialized():
-            self.ray.init(
-                address=options.ray_address,
-                include_dashboard=False,
-                logging_level="warning",
-                log_to_driver=True,
-            )
+            try:
+                self.ray.init(
+                    address=options.ray_address,
+                    include_dashboard=False,
+                    logging_level="warning",
+                    log_to_driver=True,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise ConfigError(
+                    "executor.ray_address", options.ray_address, f"a reachable Ray cluster ({why})"
+                ) from e
             self.started_ray = True
         self.capacity = options.max_parallel
         self.remote = self.ray.remote(claim_and_train).options(
