@@ -20,6 +20,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import expit
 
 from scaling.errors import ConfigError, FitError
 from scaling.laws.forms import Form
@@ -440,7 +441,7 @@ def _to_theta_np(z_SF: np.ndarray, problem: Problem, kinds, lo, hi) -> np.ndarra
         elif kind == 2:
             vals[:, j] = hi[j] - np.logaddexp(0.0, -z_SF[:, j])
         elif kind == 3:
-            vals[:, j] = lo[j] + (hi[j] - lo[j]) / (1.0 + np.exp(-z_SF[:, j]))
+            vals[:, j] = lo[j] + (hi[j] - lo[j]) * expit(z_SF[:, j])
     return problem.base()[None, :] + vals @ problem.selector().T
 
 
