@@ -26,8 +26,13 @@ def isoflop_table(budgets=(1e18, 1e19, 1e20, 1e21), half_width=1.0, points=9) ->
         for N in n_opt * np.logspace(-half_width, half_width, points):
             rows.append((N, C / (6 * N), C))
     N, D, C = (np.array(c) for c in zip(*rows, strict=True))
-    return LawData(loss=CHINCHILLA.predict(TRUTH, N=N, D=D), N=N, D=D, C=C,
-                   columns={"loss": "L", "N": "N", "D": "D", "C": "C_kaplan"})
+    return LawData(
+        loss=CHINCHILLA.predict(TRUTH, N=N, D=D),
+        N=N,
+        D=D,
+        C=C,
+        columns={"loss": "L", "N": "N", "D": "D", "C": "C_kaplan"},
+    )
 
 
 def test_isoflop_and_envelope_recover_the_allocation_exponent():
@@ -77,8 +82,13 @@ def test_bnsl_extrapolates_where_a_power_law_cannot():
 def test_backtest_on_language_curves_two_estimators():
     df = pd.read_csv(ALABDULMOHSIN_LANG_CSV).drop_duplicates()
     assert len(df) == 712
-    out = backtest_curves(df, curve_cols=("Domain", "Task", "Model"), x_col="Seen Examples",
-                          loss_col="Loss", split_col="Training")
+    out = backtest_curves(
+        df,
+        curve_cols=("Domain", "Task", "Model"),
+        x_col="Seen Examples",
+        loss_col="Loss",
+        split_col="Training",
+    )
     assert out["curves"] == 20 and len(out["estimators"]) >= 2
     rmse = {k: v["rmse_log"] for k, v in out["estimators"].items()}
     assert all(np.isfinite(v) and 0 < v < 0.2 for v in rmse.values())

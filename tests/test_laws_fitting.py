@@ -16,8 +16,11 @@ from scaling.laws.tables import LawData
 TRUTH = {"E": 2.2, "A": 300.0, "B": 900.0, "alpha": 0.30, "beta": 0.26}
 # A coarse part of Hoffmann's grid keeps the test fast; the full grid is tested on Epoch's data.
 STARTS = np.array(
-    list(itertools.product([-1.0, 0.0, 1.0], [0.0, 10.0, 20.0], [0.0, 10.0, 20.0],
-                           [0.0, 0.5, 1.0], [0.0, 0.5, 1.0]))
+    list(
+        itertools.product(
+            [-1.0, 0.0, 1.0], [0.0, 10.0, 20.0], [0.0, 10.0, 20.0], [0.0, 0.5, 1.0], [0.0, 0.5, 1.0]
+        )
+    )
 )
 
 
@@ -31,8 +34,9 @@ def synthetic(sigma: float, seed: int) -> LawData:
 @pytest.fixture(scope="module")
 def fits():
     return {
-        s: fit_parametric(CHINCHILLA, synthetic(s, seed=3), starts=STARTS, bootstrap=120,
-                          extra_starts=2, seed=5)
+        s: fit_parametric(
+            CHINCHILLA, synthetic(s, seed=3), starts=STARTS, bootstrap=120, extra_starts=2, seed=5
+        )
         for s in (0.004, 0.02)
     }
 
@@ -75,8 +79,9 @@ def test_nonconvergence_is_flagged_or_raised():
     r = fit_raw(CHINCHILLA, logX, logy, starts=STARTS, options=FitOptions(max_iter=3))
     assert not r.converged and any("max_iter" in f for f in r.flags)
     with pytest.raises(FitError, match="did not converge"):
-        fit_raw(CHINCHILLA, logX, logy, starts=STARTS,
-                options=FitOptions(max_iter=3, on_fail="raise"))
+        fit_raw(
+            CHINCHILLA, logX, logy, starts=STARTS, options=FitOptions(max_iter=3, on_fail="raise")
+        )
 
 
 def test_too_few_points_and_float32_untouched():
