@@ -230,6 +230,16 @@ def test_causal_and_bidirectional(variant: str) -> None:
     assert float(jnp.abs(a[:, :9] - b[:, :9]).max()) > 1e-4  # earlier positions see it
 
 
+def test_performer_bfloat16_compute_stays_close_to_float32() -> None:
+    # FAVOR+ features and sums run in float32 whatever the compute dtype.
+    shape = SMALL["performer"]
+    tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, shape.vocab_size)
+    out16 = _forward(make_model(shape, seed=3, compute_dtype=jnp.bfloat16), tokens, True)
+    out32 = _forward(make_model(shape, seed=3), tokens, True)
+    assert out16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out16)))
+    assert float(jnp.abs(out16 - out32).max()) < 0.05
+
+
 # --- shapes, validation, ladder --------------------------------------------------------------
 def test_variant_fields_defaults_round_trip_and_dict() -> None:
     assert ModelShape(d_model=64, n_layers=1, n_heads=2, variant="local").attention_window == 64
