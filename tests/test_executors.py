@@ -123,7 +123,7 @@ def test_submitit_local_executor_gives_the_local_results(sweep_env, local_result
 def test_ray_executor_gives_the_local_results(sweep_env, local_results, ray_cluster):
     root, spec, _ = sweep_env
     out = root / "ray"
-    options = ExecutorOptions(kind="ray", cpus_per_job=1)
+    options = ExecutorOptions(kind="ray", cpus_per_job=1, mem_gb=0.1)  # resources requested
     summary = run_sweep(spec, out, executor=options, train_fn=fake_train, poll_s=0.05, log=None)
     assert summary.counts() == {"done": 4}
     store = assert_each_run_once(out, 4)

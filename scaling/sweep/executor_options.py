@@ -6,7 +6,7 @@
     time = "04:00:00"         # per job: minutes (int) or "[D-]HH:MM[:SS]"
     gpus_per_job = 1
     cpus_per_job = 8
-    mem_gb = 64
+    mem_gb = 64               # slurm --mem; ray: the task's memory resource
     retries = 2               # a job whose process/node died is run again (resumes its checkpoint)
     max_parallel = 32         # jobs at once (slurm: array parallelism; ray: tasks in flight)
     slurm_extra = {account = "my-lab", qos = "normal"}   # more sbatch options

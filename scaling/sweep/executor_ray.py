@@ -48,12 +48,14 @@ class RayLauncher:
                 ) from e
             self.started_ray = True
         self.capacity = options.max_parallel
+        resources: dict[str, Any] = {
+            "num_cpus": options.cpus_per_job,
+            "num_gpus": options.gpus_per_job,
+        }
+        if options.mem_gb is not None:
+            resources["memory"] = int(options.mem_gb * 2**30)
         self.remote = self.ray.remote(claim_and_train).options(
-            num_cpus=options.cpus_per_job,
-            num_gpus=options.gpus_per_job,
-            max_retries=options.retries,
-            retry_exceptions=False,
-            name="scaling-run",
+            **resources, max_retries=options.retries, retry_exceptions=False, name="scaling-run"
         )
         self.kwargs = {
             "train_fn": train_fn,
