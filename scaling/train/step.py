@@ -8,6 +8,7 @@ hidden, `jax.vmap` over stacked params/opt_state/lr trains K same-shape models a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -99,13 +100,19 @@ def init_params(shape: Any, seed: int, compute_dtype: Any = jnp.float32) -> tupl
     """(graphdef, params) of `make_model(shape, seed)`, the parameters drawn by one jitted
     program: compiled once per shape (and kept by the persistent compilation cache), instead of
     one small compilation per parameter when created eagerly."""
+    graphdef, draw = _param_initializer(shape, jnp.dtype(compute_dtype))
+    return graphdef, draw(jax.random.key(seed))  # nnx.Rngs(params=seed) draws from key(seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _param_initializer(shape: Any, compute_dtype: Any) -> tuple[Any, Callable]:
     from scaling.model.transformer import make_model
 
     abstract = nnx.eval_shape(lambda: make_model(shape, 0, compute_dtype))
     graphdef, _ = nnx.split(abstract, nnx.Param)
 
     @jax.jit
-    def draw(key: jax.Array) -> nnx.State:  # nnx.Rngs(params=seed) draws from key(seed)
+    def draw(key: jax.Array) -> nnx.State:
         return nnx.split(make_model(shape, key, compute_dtype), nnx.Param)[1]
 
-    return graphdef, draw(jax.random.key(seed))
+    return graphdef, draw
