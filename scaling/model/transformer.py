@@ -169,7 +169,8 @@ def favor_features(x_BTHK: jax.Array, w_MK: jax.Array, *, query: bool) -> jax.Ar
 
     For range, a factor exp(±|w_j|²/4) moves between the query's and the key's feature j (the
     product is unchanged), and each query's features are divided by their largest (a factor
-    that cancels in the normalized attention): queries lie in (0, 1], keys never overflow.
+    that cancels in the normalized attention): queries lie in (0, 1], keys below
+    exp(|w_j|²/4) ~ exp(K/4), finite in float32 for head_dim up to ~300.
     The constant 1/sqrt(M) cancels too and is left out.
     """
     K = x_BTHK.shape[-1]
