@@ -1,0 +1,456 @@
+"""`train_packed(configs, run_dirs)`: K same-shape runs trained by one jitted, vmapped step.
+
+The K members share the model shape, batch size, data source and the optimizer's static
+settings; they may differ in init_seed, data_seed, learning rate and schedule, length (steps or
+tokens), evaluation steps, guards and checkpointing. Parameters and optimizer states are stacked
+along a leading axis; each step takes the per-run learning rates as a [K] array and per-run
+batches stacked [K, B, T+1], each drawn from its run's own (data_seed, step).
+
+Each member keeps its own step counter, so members resumed from different checkpoints can share
+a pack. Each writes config.json, status.json, metrics.jsonl and checkpoint/ exactly as `train`
+would (same rows; the same values to float32 tolerance), so a packed run can be resumed alone
+or in a pack. Two differences, by design: a row's `tokens_per_s` and `mfu` are the member's own
+share (its tokens over the pack's wall time), and status.json carries `pack_size`.
+
+A member that diverges, or reaches its last step, is masked: its slot stays in the pack (no
+re-packing, no recompilation) but its update is zeroed, so its parameters are frozen, and
+nothing more is recorded for it. The pack ends when every member has ended.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaling.errors import ConfigError
+from scaling.train import metrics as run_files
+from scaling.train.checkpoint import Checkpointer
+from scaling.train.config import RunConfig, eval_steps
+from scaling.train.guards import GuardState, check_loss
+from scaling.train.loop import SYNC_EVERY, RunOutcome, _clear, data_summary, load_data
+
+# Fields every member of a pack must share: they fix the compiled step's shapes, its static
+# arguments (optimizer constants, z-loss, dtype) or the shared data and validation set.
+SHARED_FIELDS = (
+    "model",
+    "data.source",
+    "data.tokenizer",
+    "train.batch_size",
+    "train.z_loss",
+    "train.compute_dtype",
+    "optim.b1",
+    "optim.b2",
+    "optim.eps",
+    "optim.weight_decay",
+    "optim.grad_clip",
+    "eval.eval_sequences",
+    "eval.eval_batch_size",
+    "eval.eval_seed",
+)
+
+
+def check_packable(configs: list[RunConfig]) -> None:
+    """Raise ConfigError naming the first field in SHARED_FIELDS on which members differ."""
+    if not configs:
+        raise ConfigError("configs", "[]", "at least one RunConfig")
+    dicts = [c.to_dict() for c in configs]
+    for key in SHARED_FIELDS:
+        section, _, name = key.partition(".")
+        values = [d[section][name] if name else d[section] for d in dicts]
+        for i, v in enumerate(values[1:], start=1):
+            if v != values[0]:
+                raise ConfigError(
+                    key, v, f"{values[0]!r} (the value of member 0: packed runs share {key})"
+                )
+
+
+def make_packed_step(graphdef: Any, tx: Any, *, z_loss: float = 0.0, **jit_kwargs: Any) -> Callable:
+    """`jit(vmap(train_step))` over stacked members, params and optimizer state donated:
+    `step(params_K, opt_state_K, batch_KBT1, lr_K, active_K) -> (params_K, opt_state_K,
+    metrics_K)`. Members with `active` False keep their parameters and optimizer state."""
+    import jax
+    import jax.numpy as jnp
+
+    from scaling.train.step import train_step
+
+    one = jax.vmap(lambda p, o, b, lr: train_step(graphdef, p, o, b, lr, tx=tx, z_loss=z_loss))
+
+    def packed(params, opt_state, batch, lr, active):
+        new_p, new_o, out = one(params, opt_state, batch, lr)
+
+        def keep(new, old):
+            mask = active.reshape(active.shape + (1,) * (new.ndim - 1))
+            return jnp.where(mask, new, old)
+
+        return jax.tree.map(keep, new_p, params), jax.tree.map(keep, new_o, opt_state), out
+
+    return jax.jit(packed, donate_argnums=(0, 1), **jit_kwargs)
+
+
+def stack_trees(trees: list[Any]) -> Any:
+    """Stack K same-structured pytrees along a new leading axis."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def member(tree: Any, k: int) -> Any:
+    """The k-th member of a stacked pytree."""
+    import jax
+
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def train_packed(
+    configs: list[RunConfig], run_dirs: list[str | Path], *, resume: bool = True
+) -> list[RunOutcome]:
+    """Train `configs[k]` in `run_dirs[k]` for every k, in one pack; outcomes in the same order.
+
+    Members already done or diverged (with `resume`) return without training. On an exception
+    every member still training is marked `failed` (traceback in status.json) and it re-raises.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    if len(configs) != len(run_dirs):
+        raise ConfigError("run_dirs", len(run_dirs), f"{len(configs)} folders, one per config")
+    if len({d.absolute() for d in run_dirs}) != len(run_dirs):
+        raise ConfigError("run_dirs", [str(d) for d in run_dirs], "distinct folders")
+    check_packable(configs)
+    data = load_data(configs[0])
+    outcomes: list[RunOutcome | None] = [None] * len(configs)
+    for k, (cfg, run_dir) in enumerate(zip(configs, run_dirs, strict=True)):
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError("run_dir", str(run_dir), "a folder (this is a file)")
+        existing = run_files.read_config(run_dir) if run_dir.is_dir() else None
+        if resume and existing is not None and existing != cfg.to_dict():
+            raise ConfigError(
+                "run_dir", str(run_dir), "a folder of a run with this same config (or resume=False)"
+            )
+        if not resume:
+            continue
+        status = run_files.read_status(run_dir) or {}
+        if existing is not None and status.get("state") in ("done", "diverged"):
+            rows = run_files.read_rows(run_dir)
+            outcomes[k] = RunOutcome(
+                status["state"],
+                int(status.get("step", 0)),
+                int(status.get("tokens", 0)),
+                run_dir,
+                rows[-1] if rows else None,
+                status.get("reason"),
+                rows,
+                data_summary(data),
+            )
+    todo = [k for k, o in enumerate(outcomes) if o is None]
+    for k in todo:
+        if not resume:
+            _clear(run_dirs[k])
+        run_dirs[k].mkdir(parents=True, exist_ok=True)
+        run_files.write_config(run_dirs[k], configs[k].to_dict())
+    if todo:
+        pack = _Pack([configs[k] for k in todo], [run_dirs[k] for k in todo], data)
+        try:
+            for k, out in zip(todo, pack.run(), strict=True):
+                outcomes[k] = out
+        except BaseException as e:
+            tb = traceback.format_exc()
+            for m in pack.members:
+                if m.state is None:
+                    step = int((run_files.read_status(m.run_dir) or {}).get("step", 0) or 0)
+                    run_files.write_status(
+                        m.run_dir,
+                        "failed",
+                        step=step,
+                        tokens=step * m.cfg.tokens_per_step,
+                        error=f"{type(e).__name__}: {e}",
+                        traceback=tb,
+                    )
+            raise
+    return [o for o in outcomes if o is not None]
+
+
+class _Member:
+    """Host-side state of one member: its step, guard, loss sums, throughput and files."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.total = cfg.total_steps
+        self.evals = set(eval_steps(cfg))
+        self.ckpt = Checkpointer(run_dir)
+        self.start = 0
+        self.step = 0
+        self.state: str | None = None  # None while training, then done | diverged
+        self.reason: str | None = None
+        self.guard = GuardState()
+        self.loss_sum, self.loss_n, self.elapsed0 = 0.0, 0, 0.0
+        self.timed_tokens, self.timed_s = 0, 0.0
+        self.t_last_ckpt = 0.0
+
+    def step_at(self, i: int) -> int:
+        """This member's step number at pack iteration i (1-based)."""
+        return self.start + i
+
+    def is_training_at(self, i: int) -> bool:
+        return self.state is None and self.step_at(i) <= self.total
+
+
+class _Pack:
+    """One packed training process over members that all still have steps to run."""
+
+    def __init__(self, configs: list[RunConfig], run_dirs: list[Path], data: Any):
+        self.configs, self.data = configs, data
+        self.members = [_Member(c, d) for c, d in zip(configs, run_dirs, strict=True)]
+
+    def run(self) -> list[RunOutcome]:
+        import jax
+        import jax.numpy as jnp
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        from scaling import flops
+        from scaling.data import eval_batches, train_batch
+        from scaling.train.optim import lr_at, make_optimizer
+        from scaling.train.runtime import enable_compilation_cache
+        from scaling.train.step import eval_step, init_params
+        from scaling.train.throughput import MFU_CONVENTION, device_peak, mfu
+
+        enable_compilation_cache()
+        cfg0, members = self.configs[0], self.members
+        shape, K = cfg0.model, len(members)
+        B, ctx = cfg0.train.batch_size, shape.context
+        dtype = jnp.bfloat16 if cfg0.train.compute_dtype == "bfloat16" else jnp.float32
+        tx = make_optimizer(cfg0)  # the same for every member (check_packable)
+
+        # Devices: split the pack over the local devices when K divides evenly, else the batch.
+        devices = jax.local_devices()
+        n_dev = len(devices)
+        if n_dev > 1 and K % n_dev == 0:
+            state_spec, batch_spec, vec_spec = PartitionSpec("d"), PartitionSpec("d"), "d"
+        elif n_dev > 1 and B % n_dev == 0:
+            state_spec, batch_spec, vec_spec = PartitionSpec(), PartitionSpec(None, "d"), None
+        else:
+            devices, state_spec, batch_spec, vec_spec = devices[:1], None, None, None
+        mesh = Mesh(np.array(devices), ("d",))
+        state_sh = NamedSharding(mesh, state_spec or PartitionSpec())
+        batch_sh = NamedSharding(mesh, batch_spec or PartitionSpec())
+        vec_sh = NamedSharding(mesh, PartitionSpec(vec_spec))
+        replicated = NamedSharding(mesh, PartitionSpec())
+
+        # Per-member initial state (init_params: the same draw as a single run), restored from
+        # the member's checkpoint when it has one, then stacked.
+        params_k, opt_k = [], []
+        for m in members:
+            graphdef, p = init_params(shape, m.cfg.train.init_seed, dtype)
+            arrays = {"params": p, "opt_state": tx.init(p)}
+            latest = m.ckpt.latest_step()
+            host: dict[str, Any] = {}
+            if latest is not None:
+                if latest > m.total:
+                    raise ConfigError(
+                        "train.steps",
+                        m.total,
+                        f">= {latest} (the step of the checkpoint in {m.run_dir})",
+                    )
+                arrays, host = m.ckpt.restore(latest, arrays)
+                m.start = latest
+            run_files.truncate_rows(m.run_dir, m.start)
+            if host.get("guard"):
+                m.guard = GuardState.from_dict(host["guard"])
+            m.loss_sum, m.loss_n = float(host.get("loss_sum", 0.0)), int(host.get("loss_n", 0))
+            m.elapsed0 = float(host.get("elapsed", 0.0))
+            m.step = m.start
+            params_k.append(arrays["params"])
+            opt_k.append(arrays["opt_state"])
+        params = jax.device_put(stack_trees(params_k), state_sh)
+        opt_state = jax.device_put(stack_trees(opt_k), state_sh)
+        del params_k, opt_k
+
+        step_fn = make_packed_step(
+            graphdef,
+            tx,
+            z_loss=cfg0.train.z_loss,
+            in_shardings=(state_sh, state_sh, batch_sh, vec_sh, vec_sh),
+            out_shardings=(state_sh, state_sh, vec_sh),
+        )
+        evaluate_member = jax.jit(
+            lambda stacked, k, batch: eval_step(graphdef, member_dyn(stacked, k), batch),
+            out_shardings=replicated,
+        )
+        val = eval_batches(
+            self.data.val,
+            context=ctx,
+            n_sequences=cfg0.eval.eval_sequences,
+            batch_size=cfg0.eval.eval_batch_size,
+            seed=cfg0.eval.eval_seed,
+        )
+        val_dev = [jax.device_put(b, replicated) for b in val]
+        peak = device_peak(cfg0.train.compute_dtype)
+        fpt = flops.flops_per_token(shape, MFU_CONVENTION)
+        per_step = cfg0.tokens_per_step
+
+        def evaluate(k: int) -> tuple[float, float]:
+            per_seq = np.concatenate(
+                [np.asarray(evaluate_member(params, np.int32(k), b)) for b in val_dev]
+            ).astype(np.float64)
+            se = per_seq.std(ddof=1) / math.sqrt(per_seq.size) if per_seq.size > 1 else math.nan
+            return float(per_seq.mean()), float(se)
+
+        t_start = time.perf_counter()
+        for m in members:
+            m.t_last_ckpt = t_start
+            run_files.write_status(
+                m.run_dir, "running", step=m.start, tokens=m.start * per_step, pack_size=K
+            )
+        n_iter = max(m.total - m.start for m in members)
+        idle = np.zeros((B, ctx + 1), np.int32)
+        pending: list[tuple[int, Any]] = []  # (pack iteration, device losses [K])
+        t_mark: float | None = None
+
+        for i in range(1, n_iter + 1):
+            active = np.array([m.is_training_at(i) for m in members])
+            if not active.any():
+                break
+            batch = np.stack(
+                [
+                    train_batch(
+                        self.data.train,
+                        seed=m.cfg.data.data_seed,
+                        step=m.step_at(i) - 1,
+                        batch_size=B,
+                        context=ctx,
+                    )
+                    if a
+                    else idle
+                    for m, a in zip(members, active, strict=True)
+                ]
+            )
+            lr = np.array(
+                [lr_at(m.cfg, m.step_at(i) - 1) if a else 0.0 for m, a in zip(members, active)],
+                np.float32,
+            )
+            params, opt_state, out = step_fn(params, opt_state, batch, lr, active)
+            pending.append((i, out["loss"]))
+            now = time.perf_counter()
+            due = [
+                a
+                and (
+                    m.step_at(i) in m.evals
+                    or m.step_at(i) == m.total
+                    or bool(m.cfg.checkpoint.every_steps)
+                    and m.step_at(i) % m.cfg.checkpoint.every_steps == 0
+                    or bool(m.cfg.checkpoint.every_seconds)
+                    and now - m.t_last_ckpt >= m.cfg.checkpoint.every_seconds
+                )
+                for m, a in zip(members, active, strict=True)
+            ]
+            if t_mark is not None and not (any(due) or len(pending) >= SYNC_EVERY):
+                continue
+            # Sync: pull pending losses [n, K], run each member's guard, account throughput.
+            losses = np.asarray(jax.device_get([loss for _, loss in pending]), np.float64)
+            now = time.perf_counter()
+            counted = t_mark is not None  # the first (compiling) iteration is not timed
+            dt = now - t_mark if counted else 0.0
+            t_mark = now
+            for k, m in enumerate(members):
+                if m.state is not None:
+                    continue
+                steps_run = 0
+                for (j, _), loss in zip(pending, losses[:, k], strict=True):
+                    if not m.is_training_at(j):
+                        continue
+                    steps_run += 1
+                    s = m.step_at(j)
+                    m.step = s
+                    m.reason = check_loss(m.cfg.guards, m.guard, s, float(loss))
+                    if m.reason:
+                        break
+                    m.loss_sum += float(loss)
+                    m.loss_n += 1
+                if counted:
+                    m.timed_s += dt
+                    m.timed_tokens += steps_run * per_step
+                if m.reason:
+                    m.state = "diverged"
+                    self._finish(m, K)
+            pending.clear()
+            for k, m in enumerate(members):
+                if m.state is not None or not m.is_training_at(i):
+                    continue
+                s = m.step_at(i)
+                if s in m.evals:
+                    eval_loss, eval_se = evaluate(k)
+                    tps = m.timed_tokens / m.timed_s if m.timed_s > 0 else None
+                    row = run_files.metrics_row(
+                        shape,
+                        step=s,
+                        tokens=s * per_step,
+                        train_loss=m.loss_sum / m.loss_n if m.loss_n else math.nan,
+                        eval_loss=eval_loss,
+                        eval_loss_se=eval_se,
+                        lr=float(lr_at(m.cfg, s - 1)),
+                        tokens_per_s=tps,
+                        mfu=mfu(tps, fpt, peak) if tps else None,
+                        peak_flops=peak.flops,
+                        peak_source=peak.source,
+                        wall_time=m.elapsed0 + time.perf_counter() - t_start,
+                    )
+                    run_files.append_row(m.run_dir, row)
+                    m.loss_sum, m.loss_n, m.timed_tokens, m.timed_s = 0.0, 0, 0, 0.0
+                    run_files.write_status(
+                        m.run_dir, "running", step=s, tokens=s * per_step, pack_size=K
+                    )
+                if due[k] and (s < m.total or m.cfg.checkpoint.at_end):
+                    host = {
+                        "loss_sum": m.loss_sum,
+                        "loss_n": m.loss_n,
+                        "guard": m.guard.to_dict(),
+                        "elapsed": m.elapsed0 + time.perf_counter() - t_start,
+                    }
+                    arrays = member({"params": params, "opt_state": opt_state}, k)
+                    m.ckpt.save(s, arrays, host)
+                    m.t_last_ckpt = time.perf_counter()
+                if s == m.total:
+                    m.state = "done"
+                    self._finish(m, K)
+            t_mark = time.perf_counter()  # eval and checkpoint time is not training time
+        for m in members:
+            if m.state is None:  # cannot happen unless n_iter is wrong; record honestly
+                m.state = "done"
+                self._finish(m, K)
+        return [self._outcome(m) for m in members]
+
+    def _finish(self, m: _Member, pack_size: int) -> None:
+        m.ckpt.close()
+        run_files.write_status(
+            m.run_dir,
+            m.state or "done",
+            step=m.step,
+            tokens=m.step * m.cfg.tokens_per_step,
+            reason=m.reason,
+            pack_size=pack_size,
+        )
+
+    def _outcome(self, m: _Member) -> RunOutcome:
+        rows = run_files.read_rows(m.run_dir)
+        return RunOutcome(
+            m.state or "done",
+            m.step,
+            m.step * m.cfg.tokens_per_step,
+            m.run_dir,
+            rows[-1] if rows else None,
+            m.reason,
+            rows,
+            data_summary(self.data),
+        )
+
+
+def member_dyn(tree: Any, k: Any) -> Any:
+    """The k-th member of a stacked pytree, k traced (one compilation for every k)."""
+    import jax
+
+    return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, k, keepdims=False), tree)
