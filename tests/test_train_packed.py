@@ -2,7 +2,7 @@
 is masked out without disturbing the others; runs that cannot share a pack are refused.
 
 Tolerance: losses agree to 2e-4 nats absolute (float32: a vmapped step may sum in another
-order than the single step, and 60 AdamW steps carry that rounding along).
+order than the single step, and 40 AdamW steps carry that rounding along).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def tiny(**sections) -> RunConfig:
         "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "vocab_size": 16, "context": 32},
         "data": {"source": SOURCE},
         "optim": {"lr": 1e-2, "warmup_steps": 10},
-        "train": {"batch_size": 16, "steps": 60},
-        "eval": {"n_evals": 6, "eval_sequences": 64, "eval_batch_size": 32},
+        "train": {"batch_size": 16, "steps": 40},
+        "eval": {"n_evals": 5, "eval_sequences": 64, "eval_batch_size": 32},
         "checkpoint": {"every_steps": 0, "every_seconds": 0.0},
     }
     for name, values in sections.items():
@@ -43,8 +43,8 @@ def tiny(**sections) -> RunConfig:
 # Three members differing in init seed, data seed, learning rate, schedule and length.
 MEMBERS = [
     tiny(),
-    tiny(train={"init_seed": 1, "steps": 40}, data={"data_seed": 3}, optim={"lr": 3e-3}),
-    tiny(train={"init_seed": 2, "steps": 50}, optim={"schedule": "constant", "lr": 5e-3}),
+    tiny(train={"init_seed": 1, "steps": 24}, data={"data_seed": 3}, optim={"lr": 3e-3}),
+    tiny(train={"init_seed": 2, "steps": 32}, optim={"schedule": "constant", "lr": 5e-3}),
 ]
 
 
@@ -66,7 +66,7 @@ def test_packed_runs_record_what_they_record_alone(tmp_path, alone):
     dirs = [tmp_path / f"p{k}" for k in range(3)]
     outs = train_packed(MEMBERS, dirs)
     assert [o.state for o in outs] == ["done"] * 3
-    assert [o.step for o in outs] == [60, 40, 50]  # shorter runs left the pack at their end
+    assert [o.step for o in outs] == [40, 24, 32]  # shorter runs left the pack at their end
     for k in range(3):
         rows = read_jsonl(dirs[k] / "metrics.jsonl")
         assert_same_rows(rows, alone[k])
@@ -76,7 +76,7 @@ def test_packed_runs_record_what_they_record_alone(tmp_path, alone):
         assert read_json(dirs[k] / "config.json") == MEMBERS[k].to_dict()
     # finished runs are results: packing them again trains nothing
     again = train_packed(MEMBERS, dirs)
-    assert [o.step for o in again] == [60, 40, 50]
+    assert [o.step for o in again] == [40, 24, 32]
 
 
 def test_a_diverging_member_is_masked_and_the_others_go_on(tmp_path, alone):
@@ -85,7 +85,7 @@ def test_a_diverging_member_is_masked_and_the_others_go_on(tmp_path, alone):
     dirs = [tmp_path / f"p{k}" for k in range(3)]
     outs = train_packed(configs, dirs)
     assert [o.state for o in outs] == ["done", "diverged", "done"]
-    assert outs[1].step < 60 and outs[1].reason
+    assert outs[1].step < 40 and outs[1].reason
     status = read_json(dirs[1] / "status.json")
     assert status["state"] == "diverged" and status["reason"] and "traceback" not in status
     assert read_jsonl(dirs[1] / "metrics.jsonl")[0]["step"] == 1  # its metrics are kept
@@ -93,31 +93,35 @@ def test_a_diverging_member_is_masked_and_the_others_go_on(tmp_path, alone):
     assert_same_rows(read_jsonl(dirs[2] / "metrics.jsonl"), alone[2])
 
 
-def test_a_packed_run_resumes_alone_from_its_checkpoint(tmp_path, alone):
-    first = tiny(checkpoint={"every_steps": 20, "at_end": True})
+def test_a_crashed_pack_resumes_alone_from_its_own_checkpoint(tmp_path, alone, monkeypatch):
+    from scaling.train import packed
+
+    real_check = packed.check_loss
+
+    def crash_at_27(guards, state, step, loss):
+        if step == 27:
+            raise RuntimeError("simulated crash")
+        return real_check(guards, state, step, loss)
+
+    monkeypatch.setattr(packed, "check_loss", crash_at_27)
+    configs = [c.with_overrides(["checkpoint.every_steps=20"]) for c in MEMBERS[:2]]
     dirs = [tmp_path / "a", tmp_path / "b"]
-    train_packed([first, MEMBERS[1].with_overrides(["checkpoint.every_steps=20"])], dirs)
-    # drop the end: keep rows up to 20 and pretend the run stopped at its checkpoint 20
-    import shutil
-
-    from scaling.train import metrics as run_files
-
-    ck = dirs[0] / "checkpoint"
-    for p in ck.iterdir():
-        if p.name != "60":
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    assert (ck / "60").is_dir()
-    run_files.write_status(dirs[0], "running", step=60, tokens=0)
-    out = train(first, dirs[0])  # the single loop restores the packed run's checkpoint
-    assert out.state == "done" and out.step == 60
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_packed(configs, dirs)
+    status = read_json(dirs[0] / "status.json")
+    assert status["state"] == "failed" and "simulated crash" in status["traceback"]
+    assert read_json(dirs[1] / "status.json")["state"] == "done"  # it had ended at step 24
+    monkeypatch.setattr(packed, "check_loss", real_check)
+    out = train(configs[0], dirs[0])  # the single loop restores the packed run's checkpoint
+    assert out.state == "done" and out.step == MEMBERS[0].total_steps
     assert_same_rows(read_jsonl(dirs[0] / "metrics.jsonl"), alone[0])
 
 
 def test_configs_that_cannot_share_a_pack_are_refused():
-    with pytest.raises(ConfigError, match="train.batch_size"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
         check_packable([MEMBERS[0], tiny(train={"batch_size": 8})])
     with pytest.raises(ConfigError, match="model"):
         check_packable([MEMBERS[0], tiny(model={"d_model": 64})])
-    with pytest.raises(ConfigError, match="optim.weight_decay"):
+    with pytest.raises(ConfigError, match=r"optim\.weight_decay"):
         check_packable([MEMBERS[0], tiny(optim={"weight_decay": 0.0})])
     check_packable(MEMBERS)  # seeds, learning rates, schedules and lengths may differ

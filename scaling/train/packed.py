@@ -63,7 +63,7 @@ def check_packable(configs: list[RunConfig]) -> None:
     for key in SHARED_FIELDS:
         section, _, name = key.partition(".")
         values = [d[section][name] if name else d[section] for d in dicts]
-        for i, v in enumerate(values[1:], start=1):
+        for v in values[1:]:
             if v != values[0]:
                 raise ConfigError(
                     key, v, f"{values[0]!r} (the value of member 0: packed runs share {key})"
@@ -330,7 +330,10 @@ class _Pack:
                 ]
             )
             lr = np.array(
-                [lr_at(m.cfg, m.step_at(i) - 1) if a else 0.0 for m, a in zip(members, active)],
+                [
+                    lr_at(m.cfg, m.step_at(i) - 1) if a else 0.0
+                    for m, a in zip(members, active, strict=True)
+                ],
                 np.float32,
             )
             params, opt_state, out = step_fn(params, opt_state, batch, lr, active)
@@ -341,10 +344,14 @@ class _Pack:
                 and (
                     m.step_at(i) in m.evals
                     or m.step_at(i) == m.total
-                    or bool(m.cfg.checkpoint.every_steps)
-                    and m.step_at(i) % m.cfg.checkpoint.every_steps == 0
-                    or bool(m.cfg.checkpoint.every_seconds)
-                    and now - m.t_last_ckpt >= m.cfg.checkpoint.every_seconds
+                    or (
+                        bool(m.cfg.checkpoint.every_steps)
+                        and m.step_at(i) % m.cfg.checkpoint.every_steps == 0
+                    )
+                    or (
+                        bool(m.cfg.checkpoint.every_seconds)
+                        and now - m.t_last_ckpt >= m.cfg.checkpoint.every_seconds
+                    )
                 )
                 for m, a in zip(members, active, strict=True)
             ]
@@ -419,7 +426,7 @@ class _Pack:
                     self._finish(m, K)
             t_mark = time.perf_counter()  # eval and checkpoint time is not training time
         for m in members:
-            if m.state is None:  # cannot happen unless n_iter is wrong; record honestly
+            if m.state is None:  # resumed from a checkpoint at its last step: nothing to run
                 m.state = "done"
                 self._finish(m, K)
         return [self._outcome(m) for m in members]
