@@ -7,6 +7,7 @@ allocation of approaches 2 and 3 with intervals from `scaling.plots.runs`.
 from __future__ import annotations
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from scaling.laws import allocation as alloc
@@ -15,18 +16,54 @@ from scaling.plots.runs import allocation_comparison, loss_curves
 from scaling.report.study import LEVEL, Study
 
 
+LOSS_UNITS = "eval loss (nats/token)"
+
+
 def make_figures(study: Study) -> dict[str, Figure]:
     """All figures of the report, by file stem (fits that failed have no figure)."""
     figs = {"loss_curves": loss_curves(study.curves, convention=study.convention)}
     if "approach2" in study.fits:
         figs["isoflop"] = law_plots.isoflop_curves(study.data, study.fits["approach2"])
+        figs["isoflop"].axes[0].set_ylabel(f"final {LOSS_UNITS}")
     if "approach3" in study.fits:
-        figs["frontier"] = law_plots.loss_vs_compute(study.data, study.fits["approach3"], LEVEL)
+        fig = law_plots.loss_vs_compute(study.data, study.fits["approach3"], LEVEL)
+        fig.axes[0].set_ylabel(f"final {LOSS_UNITS}")
+        fig.axes[0].legend(loc="lower left", fontsize="small")
+        figs["frontier"] = fig
     if "approach2" in study.fits or "approach3" in study.fits:
         figs["allocation"] = allocation_figure(study)
     if "approach3" in study.fits:
-        figs["residuals"] = law_plots.residuals(study.data, study.fits["approach3"])
+        fig = law_plots.residuals(study.data, study.fits["approach3"])
+        ax = fig.axes[0]
+        delta = study.fits["approach3"].options.get("delta")
+        if delta:
+            ax.plot([], [], "--", color="C3", lw=0.8, label=f"Huber δ = ±{delta:g}")
+        ax.plot([], [], "o", color="C0", ms=4, label="runs (final loss)")
+        ax.legend(fontsize="small")
+        figs["residuals"] = fig
+    for fig in figs.values():
+        tidy_log_axes(fig)
     return figs
+
+
+def tidy_log_axes(fig: Figure) -> None:
+    """Readable log axes: a y axis spanning under a decade (loss) becomes linear with plain
+    labels; x axes label only 1, 2 and 5 x 10^k, so short log ranges keep their labels apart."""
+    for ax in fig.axes:
+        if not ax.has_data():
+            continue
+        if ax.get_yscale() == "log":
+            lo, hi = ax.get_ylim()
+            if 0 < lo and hi / lo < 10:
+                ax.set_yscale("linear")
+                ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        if ax.get_xscale() == "log":
+            lo, hi = ax.get_xlim()
+            if 0 < lo and hi / lo < 1e3:
+                ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
+                ax.xaxis.set_minor_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=False))
+            else:
+                ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def c_grid(study: Study, decades_beyond: float = 2.0) -> np.ndarray:
