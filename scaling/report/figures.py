@@ -15,7 +15,6 @@ from scaling.plots import laws as law_plots
 from scaling.plots.runs import allocation_comparison, loss_curves
 from scaling.report.study import LEVEL, Study
 
-
 LOSS_UNITS = "eval loss (nats/token)"
 
 
@@ -54,12 +53,12 @@ def tidy_log_axes(fig: Figure) -> None:
             continue
         if ax.get_yscale() == "log":
             lo, hi = ax.get_ylim()
-            if 0 < lo and hi / lo < 10:
+            if lo > 0 and hi / lo < 10:
                 ax.set_yscale("linear")
                 ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         if ax.get_xscale() == "log":
             lo, hi = ax.get_xlim()
-            if 0 < lo and hi / lo < 1e3:
+            if lo > 0 and hi / lo < 1e3:
                 ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
                 ax.xaxis.set_minor_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=False))
             else:
