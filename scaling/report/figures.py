@@ -45,6 +45,12 @@ def make_figures(study: Study) -> dict[str, Figure]:
     return figs
 
 
+def _short_sci(value: float, _pos: int) -> str:
+    """2e+04 -> '2e4' (labels between the powers of ten on a short log axis)."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def tidy_log_axes(fig: Figure) -> None:
     """Readable log axes: a y axis spanning under a decade (loss) becomes linear with plain
     labels; x axes label only 1, 2 and 5 x 10^k, so short log ranges keep their labels apart."""
@@ -60,7 +66,7 @@ def tidy_log_axes(fig: Figure) -> None:
             lo, hi = ax.get_xlim()
             if lo > 0 and hi / lo < 1e3:
                 ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
-                ax.xaxis.set_minor_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=False))
+                ax.xaxis.set_minor_formatter(ticker.FuncFormatter(_short_sci))
             else:
                 ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
