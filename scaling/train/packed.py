@@ -93,6 +93,30 @@ def make_packed_step(graphdef: Any, tx: Any, *, z_loss: float = 0.0, **jit_kwarg
     return jax.jit(packed, donate_argnums=(0, 1), **jit_kwargs)
 
 
+def pack_shardings(K: int, batch_size: int) -> tuple[Any, Any, Any, Any]:
+    """Shardings (state, batch, per-member vector, replicated) of a pack of K: the members
+    split over the local devices when K divides evenly, else each batch split, else one device."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_devices()
+    n_dev = len(devices)
+    state, batch, vec = PartitionSpec(), PartitionSpec(), PartitionSpec()
+    if n_dev > 1 and K % n_dev == 0:
+        state, batch, vec = PartitionSpec("d"), PartitionSpec("d"), PartitionSpec("d")
+    elif n_dev > 1 and batch_size % n_dev == 0:
+        batch = PartitionSpec(None, "d")
+    else:
+        devices = devices[:1]
+    mesh = Mesh(np.array(devices), ("d",))
+    return (
+        NamedSharding(mesh, state),
+        NamedSharding(mesh, batch),
+        NamedSharding(mesh, vec),
+        NamedSharding(mesh, PartitionSpec()),
+    )
+
+
 def stack_trees(trees: list[Any]) -> Any:
     """Stack K same-structured pytrees along a new leading axis."""
     import jax
@@ -210,7 +234,6 @@ class _Pack:
     def run(self) -> list[RunOutcome]:
         import jax
         import jax.numpy as jnp
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         from scaling import flops
         from scaling.data import eval_batches, train_batch
@@ -226,20 +249,7 @@ class _Pack:
         dtype = jnp.bfloat16 if cfg0.train.compute_dtype == "bfloat16" else jnp.float32
         tx = make_optimizer(cfg0)  # the same for every member (check_packable)
 
-        # Devices: split the pack over the local devices when K divides evenly, else the batch.
-        devices = jax.local_devices()
-        n_dev = len(devices)
-        if n_dev > 1 and K % n_dev == 0:
-            state_spec, batch_spec, vec_spec = PartitionSpec("d"), PartitionSpec("d"), "d"
-        elif n_dev > 1 and B % n_dev == 0:
-            state_spec, batch_spec, vec_spec = PartitionSpec(), PartitionSpec(None, "d"), None
-        else:
-            devices, state_spec, batch_spec, vec_spec = devices[:1], None, None, None
-        mesh = Mesh(np.array(devices), ("d",))
-        state_sh = NamedSharding(mesh, state_spec or PartitionSpec())
-        batch_sh = NamedSharding(mesh, batch_spec or PartitionSpec())
-        vec_sh = NamedSharding(mesh, PartitionSpec(vec_spec))
-        replicated = NamedSharding(mesh, PartitionSpec())
+        state_sh, batch_sh, vec_sh, replicated = pack_shardings(K, B)
 
         # Per-member initial state (init_params: the same draw as a single run), restored from
         # the member's checkpoint when it has one, then stacked.

@@ -1,0 +1,239 @@
+"""Aggregate training throughput of K packed models against the same K runs one after another.
+
+For each size and K it times the step `train_packed` runs (one jitted, vmapped step over K
+stacked models, same shardings) and the step `train` runs for one model. K runs one after
+another each run at the single-model speed, so their aggregate tokens/s is the single step's
+tokens/s (timed once per size, in the same process). MFU uses the `attention` FLOP convention
+of `scaling.flops` and the peak of `scaling.train.throughput` (measured on CPUs, the published
+table peak on accelerators). Host batches are transferred every step, as in training.
+
+    .venv/bin/python benchmarks/packing.py [--quick] [--seconds 4] [--d-models 64,128,256]
+        [--ks 1,2,4,8,16] [--batch 8] [--context 256] [--dtype float32] [--out rows.json]
+    # other shapes: --shapes d_model:n_layers:n_heads,...  (e.g. 768:12:12)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Any
+
+# GPT-2-like shapes of benchmarks/train_throughput.py: d_model -> (n_layers, n_heads).
+DEPTH = {64: (2, 2), 128: (4, 2), 256: (6, 4), 384: (6, 6), 512: (8, 8)}
+VOCAB = 256
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="batch 4, context 128, 3 s per point")
+    p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per point")
+    p.add_argument("--d-models", default="64,128,256")
+    p.add_argument("--shapes", default="", help="d_model:n_layers:n_heads,... (overrides)")
+    p.add_argument("--ks", default="1,2,4,8,16")
+    p.add_argument("--batch", type=int, default=8, help="sequences per model per step")
+    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=VOCAB)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--out", default="", help="write raw rows (JSON) here")
+    p.add_argument("--no-tuning", action="store_true", help="SCALING_RUNTIME=off")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch, args.context, args.seconds = 4, 128, 3.0
+    return args
+
+
+def shapes_of(args: argparse.Namespace) -> list[Any]:
+    from scaling.model.shape import ModelShape
+
+    if args.shapes:
+        triples = [tuple(int(x) for x in s.split(":")) for s in args.shapes.split(",") if s]
+    else:
+        triples = [(d, *DEPTH[d]) for d in (int(x) for x in args.d_models.split(",") if x)]
+    return [
+        ModelShape(d_model=d, n_layers=L, n_heads=H, vocab_size=args.vocab, context=args.context)
+        for d, L, H in triples
+    ]
+
+
+def time_steps(run_one, seconds: float, rounds: int = 3, min_steps: int = 2) -> float:
+    """Seconds per step: two warm-up steps (compilation), then the best of `rounds` rounds of at
+    least `min_steps` steps and seconds/rounds of wall time each (the best round is the one
+    least disturbed by other load on the machine); steps are dispatched asynchronously."""
+    import jax
+
+    for _ in range(2):
+        jax.block_until_ready(run_one())
+    best = math.inf
+    for _ in range(rounds):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            out = run_one()
+            n += 1
+            if n >= min_steps and time.perf_counter() - t0 >= seconds / rounds:
+                break
+            if n % 4 == 0:
+                jax.block_until_ready(out)
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def measure_single(shape: Any, batch: int, dtype: str, seconds: float) -> float:
+    """Seconds per step of train()'s step for one model (same shardings as the loop)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from scaling.train.config import RunConfig
+    from scaling.train.optim import make_optimizer
+    from scaling.train.step import init_params, make_train_step
+
+    devices = jax.local_devices()
+    if batch % len(devices):
+        devices = devices[:1]
+    mesh = Mesh(np.array(devices), ("data",))
+    rep, shard = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    graphdef, params = init_params(shape, 0, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
+    tx = make_optimizer(RunConfig())
+    state = jax.device_put({"p": params, "o": tx.init(params)}, rep)
+    step = make_train_step(
+        graphdef, tx, in_shardings=(rep, rep, shard, None), out_shardings=(rep, rep, rep)
+    )
+    tokens = np.random.default_rng(0).integers(0, shape.vocab_size, (batch, shape.context + 1))
+    tokens = tokens.astype(np.int32)
+
+    def run_one():
+        state["p"], state["o"], out = step(
+            state["p"], state["o"], jax.device_put(tokens, shard), np.float32(1e-3)
+        )
+        return out["loss"]
+
+    return time_steps(run_one, seconds)
+
+
+def measure_packed(shape: Any, K: int, batch: int, dtype: str, seconds: float) -> float:
+    """Seconds per step of train_packed()'s step for K models."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from scaling.train.config import RunConfig
+    from scaling.train.optim import make_optimizer
+    from scaling.train.packed import make_packed_step, pack_shardings, stack_trees
+    from scaling.train.step import init_params
+
+    state_sh, batch_sh, vec_sh, _ = pack_shardings(K, batch)
+    jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    tx = make_optimizer(RunConfig())
+    members = [init_params(shape, k, jdtype) for k in range(K)]
+    graphdef = members[0][0]
+    params = stack_trees([p for _, p in members])
+    state = {"p": jax.device_put(params, state_sh)}
+    state["o"] = jax.device_put(stack_trees([tx.init(p) for _, p in members]), state_sh)
+    del members, params
+    step = make_packed_step(
+        graphdef,
+        tx,
+        in_shardings=(state_sh, state_sh, batch_sh, vec_sh, vec_sh),
+        out_shardings=(state_sh, state_sh, vec_sh),
+    )
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, shape.vocab_size, (K, batch, shape.context + 1)).astype(np.int32)
+    lr = np.full((K,), 1e-3, np.float32)
+    active = np.ones((K,), bool)
+
+    def run_one():
+        state["p"], state["o"], out = step(
+            state["p"], state["o"], jax.device_put(tokens, batch_sh), lr, active
+        )
+        return out["loss"]
+
+    return time_steps(run_one, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import os
+
+    if args.no_tuning:
+        os.environ["SCALING_RUNTIME"] = "off"
+    from scaling.train.runtime import prepare_process
+
+    notes = prepare_process()
+    import jax
+
+    from scaling import flops
+    from scaling.io import atomic_write_json
+    from scaling.train.runtime import enable_compilation_cache
+    from scaling.train.throughput import MFU_CONVENTION, device_peak
+
+    enable_compilation_cache()
+    peak = device_peak(args.dtype)
+    dev = jax.devices()[0]
+    print(f"runtime: {'; '.join(notes) or 'as is'}")
+    print(
+        f"devices: {len(jax.devices())} x {dev.device_kind} ({dev.platform}); peak "
+        f"{peak.flops / 1e9:,.1f} GFLOP/s ({peak.source}); jax {jax.__version__}; "
+        f"{args.batch} x {args.context} tokens per model per step, {args.dtype}",
+        flush=True,
+    )
+    ks = [int(k) for k in args.ks.split(",") if k]
+    print(
+        f"{'d_model':>7} {'layers':>6} {'N_total':>9} {'K':>3} {'packed tok/s':>13} "
+        f"{'seq tok/s':>11} {'speedup':>7} {'MFU pack':>8} {'MFU seq':>8}",
+        flush=True,
+    )
+    rows: list[dict[str, Any]] = []
+    for shape in shapes_of(args):
+        fpt = flops.flops_per_token(shape, MFU_CONVENTION)
+        n_total = flops.param_counts(shape).N_total
+        tokens = args.batch * shape.context
+        single_s = measure_single(shape, args.batch, args.dtype, args.seconds)
+        seq_tps = tokens / single_s
+        for K in ks:
+            try:
+                packed_s = measure_packed(shape, K, args.batch, args.dtype, args.seconds)
+            except Exception as e:  # e.g. out of memory at a large K: report, go on
+                print(f"{shape.d_model:7d} {shape.n_layers:6d} {'':9} {K:3d} failed: {e}")
+                continue
+            tps = K * tokens / packed_s
+            row = {
+                "d_model": shape.d_model,
+                "n_layers": shape.n_layers,
+                "n_heads": shape.n_heads,
+                "context": shape.context,
+                "batch_per_model": args.batch,
+                "N_total": n_total,
+                "K": K,
+                "dtype": args.dtype,
+                "packed_step_s": packed_s,
+                "single_step_s": single_s,
+                "packed_tokens_per_s": tps,
+                "sequential_tokens_per_s": seq_tps,
+                "speedup": tps / seq_tps,
+                "mfu_packed": tps * fpt / peak.flops,
+                "mfu_sequential": seq_tps * fpt / peak.flops,
+                "peak_flops": peak.flops,
+                "peak_source": peak.source,
+                "device": dev.device_kind,
+                "n_devices": len(jax.devices()),
+            }
+            rows.append(row)
+            print(
+                f"{shape.d_model:7d} {shape.n_layers:6d} {n_total:9.3g} {K:3d} {tps:13,.0f} "
+                f"{seq_tps:11,.0f} {tps / seq_tps:7.2f} {row['mfu_packed']:8.3f} "
+                f"{row['mfu_sequential']:8.3f}",
+                flush=True,
+            )
+            if args.out:
+                atomic_write_json(args.out, rows)
+    if not math.isfinite(peak.flops):
+        print(f"note: no peak for this device ({peak.source}); MFU is nan")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
