@@ -3,9 +3,10 @@
 For each size and K it times the step `train_packed` runs (one jitted, vmapped step over K
 stacked models, same shardings) and the step `train` runs for one model. K runs one after
 another each run at the single-model speed, so their aggregate tokens/s is the single step's
-tokens/s (timed once per size, in the same process). MFU uses the `attention` FLOP convention
-of `scaling.flops` and the peak of `scaling.train.throughput` (measured on CPUs, the published
-table peak on accelerators). Host batches are transferred every step, as in training.
+tokens/s (timed once per size, in the same process). Each point is the best of 3 timed
+rounds, so other load on a shared machine disturbs it less. MFU uses the `attention` FLOP
+convention of `scaling.flops` and the peak of `scaling.train.throughput` (measured on CPUs,
+the published table peak on accelerators). Host batches are transferred every step, as in training.
 
     .venv/bin/python benchmarks/packing.py [--quick] [--seconds 4] [--d-models 64,128,256]
         [--ks 1,2,4,8,16] [--batch 8] [--context 256] [--dtype float32] [--out rows.json]
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per point")
     p.add_argument("--d-models", default="64,128,256")
     p.add_argument("--shapes", default="", help="d_model:n_layers:n_heads,... (overrides)")
-    p.add_argument("--ks", default="1,2,4,8,16")
+    p.add_argument("--ks", default="1,2,4,8,16", help="pack sizes; 'none': sequential only")
     p.add_argument("--batch", type=int, default=8, help="sequences per model per step")
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--vocab", type=int, default=VOCAB)
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch} x {args.context} tokens per model per step, {args.dtype}",
         flush=True,
     )
-    ks = [int(k) for k in args.ks.split(",") if k]
+    ks = [] if args.ks == "none" else [int(k) for k in args.ks.split(",") if k]
     print(
         f"{'d_model':>7} {'layers':>6} {'N_total':>9} {'K':>3} {'packed tok/s':>13} "
         f"{'seq tok/s':>11} {'speedup':>7} {'MFU pack':>8} {'MFU seq':>8}",
@@ -193,12 +194,16 @@ def main(argv: list[str] | None = None) -> int:
         tokens = args.batch * shape.context
         single_s = measure_single(shape, args.batch, args.dtype, args.seconds)
         seq_tps = tokens / single_s
-        for K in ks:
-            try:
-                packed_s = measure_packed(shape, K, args.batch, args.dtype, args.seconds)
-            except Exception as e:  # e.g. out of memory at a large K: report, go on
-                print(f"{shape.d_model:7d} {shape.n_layers:6d} {'':9} {K:3d} failed: {e}")
-                continue
+        for K in ks or [None]:
+            if K is None:  # sequential only: report the single model as K = 1, unpacked
+                packed_s, K = single_s, 1
+            else:
+                try:
+                    packed_s = measure_packed(shape, K, args.batch, args.dtype, args.seconds)
+                except Exception as e:  # e.g. out of memory at a large K: report, go on
+                    msg = str(e).splitlines()[0][:120]
+                    print(f"{shape.d_model:7d} {shape.n_layers:6d} {'':9} {K:3d} failed: {msg}")
+                    continue
             tps = K * tokens / packed_s
             row = {
                 "d_model": shape.d_model,
@@ -208,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_per_model": args.batch,
                 "N_total": n_total,
                 "K": K,
+                "packed": bool(ks),
                 "dtype": args.dtype,
                 "packed_step_s": packed_s,
                 "single_step_s": single_s,
