@@ -14,7 +14,9 @@ share (its tokens over the pack's wall time), and status.json carries `pack_size
 
 A member that diverges, or reaches its last step, is masked: its slot stays in the pack (no
 re-packing, no recompilation) but its update is zeroed, so its parameters are frozen, and
-nothing more is recorded for it. The pack ends when every member has ended.
+nothing more is recorded for it. The pack ends when every member has ended. Known costs: a
+finished member's slot is still computed until the pack ends (pack runs of similar length);
+evaluations and checkpoints run member by member; a pack of one member is handed to `train`.
 """
 
 from __future__ import annotations
@@ -172,6 +174,11 @@ def train_packed(
                 data_summary(data),
             )
     todo = [k for k, o in enumerate(outcomes) if o is None]
+    if len(todo) == 1:  # a pack of one is a single run: train() is never slower than it
+        from scaling.train.loop import train
+
+        outcomes[todo[0]] = train(configs[todo[0]], run_dirs[todo[0]], resume=resume)
+        todo = []
     for k in todo:
         if not resume:
             _clear(run_dirs[k])
