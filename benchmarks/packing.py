@@ -6,7 +6,9 @@ another each run at the single-model speed, so their aggregate tokens/s is the s
 tokens/s (timed once per size, in the same process). Each point is the best of 3 timed
 rounds, so other load on a shared machine disturbs it less. MFU uses the `attention` FLOP
 convention of `scaling.flops` and the peak of `scaling.train.throughput` (measured on CPUs,
-the published table peak on accelerators). Host batches are transferred every step, as in training.
+the published table peak on accelerators). K = 1 is train()'s step (`train_packed` hands a
+pack of one to `train`), so its speedup is 1 by construction. Host batches are transferred
+every step, as in training.
 
     .venv/bin/python benchmarks/packing.py [--quick] [--seconds 4] [--d-models 64,128,256]
         [--ks 1,2,4,8,16] [--batch 8] [--context 256] [--dtype float32] [--out rows.json]
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         single_s = measure_single(shape, args.batch, args.dtype, args.seconds)
         seq_tps = tokens / single_s
         for K in ks or [None]:
-            if K is None:  # sequential only: report the single model as K = 1, unpacked
+            if K is None or K == 1:  # train_packed hands a pack of one to train()
                 packed_s, K = single_s, 1
             else:
                 try:
