@@ -144,3 +144,74 @@ def test_jax_arrays_are_accepted() -> None:
     batch = jax.numpy.asarray(_batch())
     ob = make_objective_batch("mlm", batch, seed=0, step=0, data_vocab=V)
     assert ob.inputs.dtype == np.int32 and ob.weights.dtype == np.float32
+
+
+# --- training with an objective (train.objective) ----------------------------------------------
+SOURCE = "synthetic:markov?vocab=16&branching=2&tokens=100000&doc=512&seed=1"
+
+
+@pytest.fixture
+def cache_dir(tmp_path_factory, monkeypatch):
+    root = tmp_path_factory.getbasetemp() / "scaling-cache"
+    monkeypatch.setenv("SCALING_CACHE_DIR", str(root))
+    return root
+
+
+def _config(objective: str, vocab: int, steps: int = 40):
+    from scaling.train import RunConfig
+
+    return RunConfig.from_dict(
+        {
+            "model": {
+                "d_model": 32,
+                "n_layers": 1,
+                "n_heads": 2,
+                "vocab_size": vocab,
+                "context": 32,
+                "variant": "llama",
+            },
+            "data": {"source": SOURCE},
+            "optim": {"lr": 1e-2, "warmup_steps": 5},
+            "train": {"batch_size": 16, "steps": steps, "objective": objective},
+            "eval": {"n_evals": 2, "eval_sequences": 32, "eval_batch_size": 32},
+            "checkpoint": {"every_steps": 0, "every_seconds": 0.0, "at_end": False},
+        }
+    )
+
+
+def test_train_objective_config_key_and_stable_run_ids() -> None:
+    from scaling.train import RunConfig
+
+    d = RunConfig().to_dict()
+    assert "objective" not in d["train"]  # the default leaves earlier runs' ids unchanged
+    assert "window" not in d["model"] and "n_features" not in d["model"]
+    mlm = _config("mlm", 17)
+    assert mlm.train.objective == "mlm" and mlm.to_dict()["train"]["objective"] == "mlm"
+    assert RunConfig.from_dict(mlm.to_dict()) == mlm
+    with pytest.raises(ConfigError) as err:
+        _config("denoise", 17)
+    assert err.value.field == "train.objective"
+
+
+@pytest.mark.parametrize("objective", ["mlm", "span"])
+def test_training_with_an_objective_learns_and_counts_bidirectional_flops(
+    objective: str, tmp_path, cache_dir
+) -> None:
+    from scaling import flops
+    from scaling.train import train
+
+    vocab = objective_vocab_size(objective, 16, 32)
+    with pytest.raises(ConfigError) as err:  # the special tokens need room in the vocabulary
+        train(_config(objective, 16), tmp_path / "small")
+    assert err.value.field == "model.vocab_size"
+    config = _config(objective, vocab)
+    out = train(config, tmp_path / "run")
+    assert out.state == "done"
+    first, last = out.rows[0], out.rows[-1]
+    # Loss in nats per predicted token: starts near log(vocab), falls below the unigram
+    # entropy's bound log(16) as the model learns the chain.
+    assert first["eval_loss"] > last["eval_loss"]
+    assert last["eval_loss"] < np.log(16)
+    causal = objective != "mlm"
+    expected = flops.training_flops(config.model, last["tokens"], "attention", causal=causal)
+    assert last["flops_attention"] == pytest.approx(expected)

@@ -1,7 +1,10 @@
 """`RunConfig`: everything that determines one training run, as frozen, validated sections.
 
 A config round-trips through TOML/JSON (`from_toml`, `from_dict`, `to_dict`); `to_dict` is
-canonical (every field present, defaults filled in), so its JSON is the basis of a run's id.
+canonical (every field present, defaults filled in), so its JSON is the basis of a run's id —
+except options added after ids were first issued, which are left out while at their no-op
+default (`train.objective = "causal"`, the model's unset variant fields) so that earlier runs
+keep their ids.
 Overrides (`with_overrides(["optim.lr=3e-3"])`) parse values as TOML literals.
 """
 
@@ -59,7 +62,12 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Batch, length (`steps` or `tokens`, not both; tokens = steps*batch_size*context), seeds."""
+    """Batch, length (`steps` or `tokens`, not both; tokens = steps*batch_size*context), seeds.
+
+    `objective`: causal (next token) | mlm (BERT masking, bidirectional) | span (T5 span
+    corruption, decoder-only); see `scaling.data.objectives`. The losses are nats per
+    predicted token of that objective.
+    """
 
     batch_size: int = 32
     steps: int | None = None
@@ -67,6 +75,7 @@ class TrainConfig:
     init_seed: int = 0
     z_loss: float = 0.0
     compute_dtype: str = "float32"
+    objective: str = "causal"
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,12 @@ class RunConfig:
         out: dict[str, Any] = {}
         for name in SECTIONS:
             sec = getattr(self, name)
+            if name == "model":  # its own canonical form: unset variant fields left out
+                out[name] = {k: _jsonable(v) for k, v in sec.to_dict().items()}
+                continue
             out[name] = {f.name: _jsonable(getattr(sec, f.name)) for f in dataclasses.fields(sec)}
+        if out["train"]["objective"] == "causal":
+            del out["train"]["objective"]
         return out
 
     @classmethod
@@ -321,6 +335,10 @@ def _validate(c: RunConfig) -> None:
         raise ConfigError("train.z_loss", t.z_loss, "a number >= 0")
     if t.compute_dtype not in COMPUTE_DTYPES:
         raise ConfigError("train.compute_dtype", t.compute_dtype, " | ".join(COMPUTE_DTYPES))
+    from scaling.data.objectives import OBJECTIVES
+
+    if t.objective not in OBJECTIVES:
+        raise ConfigError("train.objective", t.objective, " | ".join(OBJECTIVES))
     _positive("eval.n_evals", e.n_evals, "a positive integer")
     _positive("eval.eval_sequences", e.eval_sequences, "a positive integer")
     _positive("eval.eval_batch_size", e.eval_batch_size, "a positive integer")

@@ -45,13 +45,18 @@ class RunOutcome:
 def check_data(config: RunConfig, data: Any) -> None:
     """Refuse data the run cannot use: vocabulary too large for the model, splits shorter than
     one sequence, a training split smaller than one batch."""
+    from scaling.data.objectives import objective_vocab_size
+
     ctx, B = config.model.context, config.train.batch_size
-    if data.vocab_size > config.model.vocab_size:
+    objective = config.train.objective
+    need = objective_vocab_size(objective, data.vocab_size, ctx)
+    if need > config.model.vocab_size:
+        extra = "" if objective == "causal" else f" + the special tokens of objective {objective}"
         raise ConfigError(
             "model.vocab_size",
             config.model.vocab_size,
-            f">= {data.vocab_size} (the vocabulary of {config.data.source} with "
-            f"{config.data.tokenizer})",
+            f">= {need} (the vocabulary of {config.data.source} with "
+            f"{config.data.tokenizer}{extra})",
         )
     for split, arr in (("train", data.train), ("validation", data.val)):
         if arr.shape[0] < ctx + 1:
@@ -152,6 +157,7 @@ class _Run:
 
         from scaling import flops
         from scaling.data import eval_batches, train_batch
+        from scaling.data.objectives import make_objective_batch
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
         from scaling.train.step import init_params, make_eval_step, make_train_step
@@ -161,6 +167,17 @@ class _Run:
         cfg, shape, run_dir = self.config, self.config.model, self.run_dir
         total, per_step = cfg.total_steps, cfg.tokens_per_step
         B, ctx = cfg.train.batch_size, shape.context
+        objective = cfg.train.objective
+        causal = objective != "mlm"  # masked LM attends both ways
+
+        def for_objective(batch: Any, seed: int, step: int) -> Any:
+            """The raw batch for `causal`, else the objective's inputs/targets/weights."""
+            if objective == "causal":
+                return batch
+            ob = make_objective_batch(
+                objective, batch, seed=seed, step=step, data_vocab=self.data.vocab_size
+            )
+            return {"inputs": ob.inputs, "targets": ob.targets, "weights": ob.weights}
 
         # Devices: shard the batch over all local devices when it divides evenly.
         devices = jax.local_devices()
@@ -197,6 +214,7 @@ class _Run:
             graphdef,
             tx,
             z_loss=cfg.train.z_loss,
+            causal=causal,
             in_shardings=(replicated, replicated, sharded, None),
             out_shardings=(replicated, replicated, replicated),
         )
@@ -208,11 +226,15 @@ class _Run:
             seed=cfg.eval.eval_seed,
         )
         eval_sharding = sharded if val.shape[1] % len(devices) == 0 else replicated
+        val = [for_objective(b, cfg.eval.eval_seed, i) for i, b in enumerate(val)]  # fixed
         eval_fn = make_eval_step(
-            graphdef, in_shardings=(replicated, eval_sharding), out_shardings=replicated
+            graphdef,
+            causal=causal,
+            in_shardings=(replicated, eval_sharding),
+            out_shardings=replicated,
         )
         peak = device_peak(cfg.train.compute_dtype)
-        fpt = flops.flops_per_token(shape, MFU_CONVENTION)
+        fpt = flops.flops_per_token(shape, MFU_CONVENTION, causal=causal)
         evals = set(eval_steps(cfg))
         ck_steps, ck_secs = cfg.checkpoint.every_steps, cfg.checkpoint.every_seconds
 
@@ -238,6 +260,7 @@ class _Run:
             batch = train_batch(
                 self.data.train, seed=cfg.data.data_seed, step=step - 1, batch_size=B, context=ctx
             )
+            batch = for_objective(batch, cfg.data.data_seed, step - 1)
             params, opt_state, out = step_fn(
                 params, opt_state, jax.device_put(batch, sharded), np.float32(lr_at(cfg, step - 1))
             )
@@ -282,6 +305,7 @@ class _Run:
                 tps = timed_tokens / timed_s if timed_s > 0 else None
                 row = run_files.metrics_row(
                     shape,
+                    causal=causal,
                     step=step,
                     tokens=step * per_step,
                     train_loss=loss_sum / loss_n if loss_n else math.nan,

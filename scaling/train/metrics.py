@@ -29,15 +29,22 @@ def finite_or_none(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def flops_columns(shape: ModelShape, tokens: int) -> dict[str, float]:
-    """Cumulative training FLOPs after `tokens` tokens: flops_kaplan, flops_attention, ..."""
-    return {f"flops_{c}": flops.training_flops(shape, tokens, c) for c in flops.CONVENTIONS}
+def flops_columns(shape: ModelShape, tokens: int, causal: bool = True) -> dict[str, float]:
+    """Cumulative training FLOPs after `tokens` tokens: flops_kaplan, flops_attention, ...
+    (`causal=False`: bidirectional attention, as the mlm objective trains)."""
+    return {
+        f"flops_{c}": flops.training_flops(shape, tokens, c, causal=causal)
+        for c in flops.CONVENTIONS
+    }
 
 
-def metrics_row(shape: ModelShape, *, step: int, tokens: int, **values: Any) -> dict[str, Any]:
+def metrics_row(
+    shape: ModelShape, *, step: int, tokens: int, causal: bool = True, **values: Any
+) -> dict[str, Any]:
     """One evaluation row: step, tokens, FLOPs (each convention), then `values` (floats
     sanitized)."""
-    row: dict[str, Any] = {"step": int(step), "tokens": int(tokens), **flops_columns(shape, tokens)}
+    columns = flops_columns(shape, tokens, causal)
+    row: dict[str, Any] = {"step": int(step), "tokens": int(tokens), **columns}
     for k, v in values.items():
         row[k] = finite_or_none(v) if isinstance(v, float) else v
     return row

@@ -1,9 +1,14 @@
 """Pure training and evaluation steps over (graphdef, params): jit-able and vmap-able.
 
-`train_step(graphdef, params, opt_state, batch, lr, *, tx, z_loss)` is a pure function: the
+`train_step(graphdef, params, opt_state, batch, lr, *, tx, z_loss, causal)` is a pure function: the
 caller splits the model once (`nnx.split(model, nnx.Param)`), jits the step with the static
 pieces bound (`make_train_step`) and donates params and optimizer state. Because nothing is
 hidden, `jax.vmap` over stacked params/opt_state/lr trains K same-shape models at once.
+
+A batch is int tokens [B, context + 1] (next-token prediction), or, for the other objectives
+(`scaling.data.objectives`), a dict of `inputs`, `targets` and loss `weights` [B, context]: the
+loss is then the weighted mean cross-entropy (nats per predicted token), and `causal=False`
+runs the model's attention both ways (masked LM).
 """
 
 from __future__ import annotations
@@ -20,28 +25,44 @@ from flax import nnx
 
 
 def token_losses(
-    graphdef: nnx.GraphDef, params: nnx.State, batch_BT1: jax.Array
+    graphdef: nnx.GraphDef, params: nnx.State, batch_BT1: Any, causal: bool = True
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-token cross-entropy (nats) and log-partition of next-token predictions.
+    """Per-token cross-entropy (nats) and log-partition of the model's predictions.
 
     `batch_BT1` holds B sequences of context+1 tokens; inputs are [:, :-1], targets [:, 1:].
+    An objective batch (a dict) gives its own `inputs` and `targets`.
     """
     model = nnx.merge(graphdef, params)
-    inputs_BT, targets_BT = batch_BT1[:, :-1], batch_BT1[:, 1:]
-    logits_BTV = model(inputs_BT).astype(jnp.float32)
+    if isinstance(batch_BT1, dict):
+        inputs_BT, targets_BT = batch_BT1["inputs"], batch_BT1["targets"]
+    else:
+        inputs_BT, targets_BT = batch_BT1[:, :-1], batch_BT1[:, 1:]
+    logits_BTV = model(inputs_BT, causal=causal).astype(jnp.float32)
     lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
     onehot_BTV = jax.nn.one_hot(targets_BT, logits_BTV.shape[-1], dtype=logits_BTV.dtype)
     target_logit_BT = jnp.sum(logits_BTV * onehot_BTV, axis=-1)
     return lse_BT - target_logit_BT, lse_BT
 
 
+def _mean(x_BT: jax.Array, batch: Any, axis: int | None = None) -> jax.Array:
+    """The mean over predicted tokens: all of them, or those an objective batch weights."""
+    if not isinstance(batch, dict):
+        return jnp.mean(x_BT, axis=axis)
+    w_BT = batch["weights"]
+    return jnp.sum(x_BT * w_BT, axis=axis) / jnp.maximum(jnp.sum(w_BT, axis=axis), 1.0)
+
+
 def loss_fn(
-    params: nnx.State, graphdef: nnx.GraphDef, batch_BT1: jax.Array, z_loss: float
+    params: nnx.State,
+    graphdef: nnx.GraphDef,
+    batch_BT1: Any,
+    z_loss: float,
+    causal: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """(objective, mean cross-entropy): cross-entropy plus z_loss * mean(log Z ** 2)."""
-    ce_BT, lse_BT = token_losses(graphdef, params, batch_BT1)
-    ce = jnp.mean(ce_BT)
-    objective = ce + z_loss * jnp.mean(jnp.square(lse_BT)) if z_loss else ce
+    ce_BT, lse_BT = token_losses(graphdef, params, batch_BT1, causal)
+    ce = _mean(ce_BT, batch_BT1)
+    objective = ce + z_loss * _mean(jnp.square(lse_BT), batch_BT1) if z_loss else ce
     return objective, ce
 
 
@@ -49,24 +70,27 @@ def train_step(
     graphdef: nnx.GraphDef,
     params: nnx.State,
     opt_state: optax.OptState,
-    batch_BT1: jax.Array,
+    batch_BT1: Any,
     lr: jax.Array,
     *,
     tx: optax.GradientTransformation,
     z_loss: float = 0.0,
+    causal: bool = True,
 ) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
     """One AdamW update at learning rate `lr`; returns new params, optimizer state and metrics
     (`loss`: mean cross-entropy of this batch before the update, `grad_norm`)."""
-    grads, ce = jax.grad(loss_fn, has_aux=True)(params, graphdef, batch_BT1, z_loss)
+    grads, ce = jax.grad(loss_fn, has_aux=True)(params, graphdef, batch_BT1, z_loss, causal)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), params, updates)
     return params, opt_state, {"loss": ce, "grad_norm": optax.tree.norm(grads)}
 
 
-def eval_step(graphdef: nnx.GraphDef, params: nnx.State, batch_BT1: jax.Array) -> jax.Array:
+def eval_step(
+    graphdef: nnx.GraphDef, params: nnx.State, batch_BT1: Any, causal: bool = True
+) -> jax.Array:
     """Mean cross-entropy of each sequence in the batch, shape [B]."""
-    ce_BT, _ = token_losses(graphdef, params, batch_BT1)
-    return jnp.mean(ce_BT, axis=-1)
+    ce_BT, _ = token_losses(graphdef, params, batch_BT1, causal)
+    return _mean(ce_BT, batch_BT1, axis=-1)
 
 
 def make_train_step(
@@ -74,12 +98,13 @@ def make_train_step(
     tx: optax.GradientTransformation,
     *,
     z_loss: float = 0.0,
+    causal: bool = True,
     in_shardings: Any = None,
     out_shardings: Any = None,
 ) -> Callable:
     """`jit(train_step)` with graphdef/tx bound and params/opt_state donated:
     `step(params, opt_state, batch, lr) -> (params, opt_state, metrics)`."""
-    fn = partial(train_step, graphdef, tx=tx, z_loss=float(z_loss))
+    fn = partial(train_step, graphdef, tx=tx, z_loss=float(z_loss), causal=bool(causal))
     kwargs = {}
     if in_shardings is not None:
         kwargs = {"in_shardings": in_shardings, "out_shardings": out_shardings}
@@ -87,13 +112,17 @@ def make_train_step(
 
 
 def make_eval_step(
-    graphdef: nnx.GraphDef, *, in_shardings: Any = None, out_shardings: Any = None
+    graphdef: nnx.GraphDef,
+    *,
+    causal: bool = True,
+    in_shardings: Any = None,
+    out_shardings: Any = None,
 ) -> Callable:
     """`jit(eval_step)` with graphdef bound: `evaluate(params, batch) -> per-sequence loss`."""
     kwargs = {}
     if in_shardings is not None:
         kwargs = {"in_shardings": in_shardings, "out_shardings": out_shardings}
-    return jax.jit(partial(eval_step, graphdef), **kwargs)
+    return jax.jit(partial(eval_step, graphdef, causal=bool(causal)), **kwargs)
 
 
 def init_params(shape: Any, seed: int, compute_dtype: Any = jnp.float32) -> tuple[Any, Any]:
