@@ -184,10 +184,12 @@ def _diagnostics(study: Study) -> list[str]:
         )
     if study.bootstrap:
         used2 = int(np.isfinite(study.samples2["a"]).sum()) if study.samples2 else 0
-        used3 = len(next(iter(study.samples3.values()))) if study.samples3 else 0
+        boot3 = study.fits.get("approach3")
+        frac3 = boot3.diagnostics.get("bootstrap", {}).get("converged_fraction") if boot3 else None
         out.append(
-            f"bootstrap: {study.bootstrap} resamples; approach 3 refits that converged: {used3}; "
-            f"approach 2 resamples with an interior minimum at every budget: {used2}"
+            f"bootstrap: {study.bootstrap} resamples; approach 3 refits that converged: "
+            + (f"{frac3:.0%}" if frac3 is not None else "—")
+            + f"; approach 2 resamples with an interior minimum at every budget: {used2}"
         )
     return out
 
