@@ -25,7 +25,7 @@ from scaling.train.config import SECTIONS, RunConfig
 
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads")  # chosen by a sized design
 LENGTH_KEYS = ("train.steps", "train.tokens")  # chosen by every design
-HASH_EXCLUDED_SECTIONS = ("checkpoint",)
+HASH_EXCLUDED_SECTIONS = ("checkpoint", "mesh")  # how a run is computed, not what
 WSD_KEYS = ("optim.schedule", "optim.decay_fraction", "optim.warmup_steps")  # set by [wsd]
 LOG_TOLERANCE = 1e-3  # bisections on log N stop at 0.1%
 

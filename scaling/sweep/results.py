@@ -20,7 +20,7 @@ from scaling.errors import ConfigError, DataError
 from scaling.io import read_jsonl
 from scaling.model.shape import ModelShape
 from scaling.sweep.store import METRICS_FILE, RunStore
-from scaling.train.config import RunConfig
+from scaling.train.config import EXECUTION_SECTIONS, RunConfig
 
 VIEWS = ("all", "final")
 COUNT_COLUMNS = ("N_total", "N_embedding", "N_nonembedding", "N_chinchilla")
@@ -93,6 +93,8 @@ def _run_columns(run_id: str, state: str, config: RunConfig, point: dict) -> dic
     for key, column in POINT_COLUMNS.items():
         out[column] = point.get(key)
     for section, values in config.to_dict().items():
+        if section in EXECUTION_SECTIONS:  # how it ran (the device mesh), not what it is
+            continue
         for key, value in values.items():
             out[f"{section}.{key}"] = json.dumps(value) if isinstance(value, list | dict) else value
     return out

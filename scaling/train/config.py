@@ -99,6 +99,17 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class MeshConfig:
+    """How one run is split over devices (scaling.train.mesh): the batch over `data` x `fsdp`,
+    parameters and optimizer state over `fsdp`. Sizes are integers or "all" (the devices the
+    other axis leaves). It changes how a run is computed, not what: not part of a run's
+    identity, and a checkpoint resumes on any mesh."""
+
+    data: Any = "all"
+    fsdp: Any = 1
+
+
+@dataclass(frozen=True)
 class GuardsConfig:
     """Divergence: a non-finite loss, or a training loss above `spike_factor` times the lowest
     smoothed loss so far (after `min_steps`), or above `max_loss`."""
@@ -117,13 +128,16 @@ SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "checkpoint": CheckpointConfig,
     "guards": GuardsConfig,
+    "mesh": MeshConfig,
 }
+# Sections that say how a run is computed, not what it computes (resume across them).
+EXECUTION_SECTIONS = ("mesh",)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """One training run. Sections: model (ModelShape), data, optim, train, eval, checkpoint,
-    guards."""
+    guards, mesh."""
 
     model: ModelShape = DEFAULT_MODEL
     data: DataConfig = field(default_factory=DataConfig)
@@ -132,6 +146,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guards: GuardsConfig = field(default_factory=GuardsConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -170,6 +185,8 @@ class RunConfig:
             out[name] = {f.name: _jsonable(getattr(sec, f.name)) for f in dataclasses.fields(sec)}
         if out["train"]["objective"] == "causal":
             del out["train"]["objective"]
+        if out["mesh"] == {"data": "all", "fsdp": 1}:  # the default: as before mesh existed
+            del out["mesh"]
         return out
 
     @classmethod
@@ -358,6 +375,11 @@ def _validate(c: RunConfig) -> None:
     if not 0.0 <= g.ema_decay < 1.0:
         raise ConfigError("guards.ema_decay", g.ema_decay, "a number in [0, 1)")
     _positive("guards.max_loss", g.max_loss)
+    for key, v in (("mesh.data", c.mesh.data), ("mesh.fsdp", c.mesh.fsdp)):
+        if v != "all" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(key, v, 'a positive integer or "all"')
+    if c.mesh.data == "all" and c.mesh.fsdp == "all":
+        raise ConfigError("mesh.fsdp", "all", 'a size when mesh.data = "all" (one axis "all")')
 
 
 def eval_steps(config: RunConfig) -> list[int]:

@@ -22,7 +22,7 @@ import numpy as np
 from scaling.errors import ConfigError, DataError
 from scaling.train import metrics as run_files
 from scaling.train.checkpoint import CHECKPOINT_DIR, Checkpointer
-from scaling.train.config import RunConfig, eval_steps
+from scaling.train.config import EXECUTION_SECTIONS, RunConfig, eval_steps
 from scaling.train.guards import GuardState, check_loss
 
 SYNC_EVERY = 10  # pull per-step losses to the host (and run the guards) every this many steps
@@ -96,7 +96,7 @@ def train(
         raise ConfigError("run_dir", str(run_dir), "a folder (this is a file)")
     data = load_data(config)
     existing = run_files.read_config(run_dir) if run_dir.is_dir() else None
-    if resume and existing is not None and existing != config.to_dict():
+    if resume and existing is not None and _identity(existing) != _identity(config.to_dict()):
         raise ConfigError(
             "run_dir", str(run_dir), "a folder of a run with this same config (or resume=False)"
         )
@@ -133,6 +133,11 @@ def train(
         raise
 
 
+def _identity(config_dict: dict) -> dict:
+    """A config less how it is computed (the device mesh): what a resume must match."""
+    return {k: v for k, v in config_dict.items() if k not in EXECUTION_SECTIONS}
+
+
 def _clear(run_dir: Path) -> None:
     """Remove what train() writes in a run folder (never other files, e.g. a sweep's lease)."""
     for name in (run_files.CONFIG_FILE, run_files.STATUS_FILE, run_files.METRICS_FILE):
@@ -153,16 +158,17 @@ class _Run:
     def run(self) -> RunOutcome:
         import jax
         import jax.numpy as jnp
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         from scaling import flops
         from scaling.data import eval_batches, train_batch
         from scaling.data.objectives import make_objective_batch
+        from scaling.train.mesh import make_mesh, refuse_multihost
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
         from scaling.train.step import init_params, make_eval_step, make_train_step
         from scaling.train.throughput import MFU_CONVENTION, device_peak, mfu
 
+        refuse_multihost()
         enable_compilation_cache()
         cfg, shape, run_dir = self.config, self.config.model, self.run_dir
         total, per_step = cfg.total_steps, cfg.tokens_per_step
@@ -179,18 +185,16 @@ class _Run:
             )
             return {"inputs": ob.inputs, "targets": ob.targets, "weights": ob.weights}
 
-        # Devices: shard the batch over all local devices when it divides evenly.
-        devices = jax.local_devices()
-        if B % len(devices):
-            devices = devices[:1]
-        mesh = Mesh(np.array(devices), ("data",))
-        replicated = NamedSharding(mesh, PartitionSpec())
-        sharded = NamedSharding(mesh, PartitionSpec("data"))
+        # Devices (config.mesh): the batch over data x fsdp, params and optimizer over fsdp.
+        run_mesh = make_mesh(cfg.mesh, B)
+        replicated, sharded = run_mesh.replicated(), run_mesh.batch()
 
         dtype = jnp.bfloat16 if cfg.train.compute_dtype == "bfloat16" else jnp.float32
         graphdef, params = init_params(shape, cfg.train.init_seed, dtype)
         tx = make_optimizer(cfg)
-        arrays = jax.device_put({"params": params, "opt_state": tx.init(params)}, replicated)
+        arrays = {"params": params, "opt_state": tx.init(params)}
+        state_sharding = run_mesh.state(arrays)
+        arrays = jax.device_put(arrays, state_sharding)
 
         ckpt = Checkpointer(run_dir)
         host: dict[str, Any] = {"loss_sum": 0.0, "loss_n": 0, "elapsed": 0.0, "guard": None}
@@ -215,8 +219,8 @@ class _Run:
             tx,
             z_loss=cfg.train.z_loss,
             causal=causal,
-            in_shardings=(replicated, replicated, sharded, None),
-            out_shardings=(replicated, replicated, replicated),
+            in_shardings=(state_sharding["params"], state_sharding["opt_state"], sharded, None),
+            out_shardings=(state_sharding["params"], state_sharding["opt_state"], replicated),
         )
         val = eval_batches(
             self.data.val,
@@ -225,12 +229,12 @@ class _Run:
             batch_size=cfg.eval.eval_batch_size,
             seed=cfg.eval.eval_seed,
         )
-        eval_sharding = sharded if val.shape[1] % len(devices) == 0 else replicated
+        eval_sharding = sharded if val.shape[1] % run_mesh.size == 0 else replicated
         val = [for_objective(b, cfg.eval.eval_seed, i) for i, b in enumerate(val)]  # fixed
         eval_fn = make_eval_step(
             graphdef,
             causal=causal,
-            in_shardings=(replicated, eval_sharding),
+            in_shardings=(state_sharding["params"], eval_sharding),
             out_shardings=replicated,
         )
         peak = device_peak(cfg.train.compute_dtype)
