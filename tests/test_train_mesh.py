@@ -168,3 +168,20 @@ def test_several_processes_for_one_run_are_refused(monkeypatch):
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
     with pytest.raises(ConfigError, match="not implemented"):
         refuse_multihost()
+
+
+def test_mesh_setting_is_validated_and_not_part_of_a_runs_identity():
+    from scaling.errors import ConfigError
+    from scaling.sweep.designs import run_id_for
+    from scaling.train.config import RunConfig
+
+    base = RunConfig()
+    assert "mesh" not in base.to_dict()  # the default: config.json and run ids as before
+    sharded = base.with_overrides(["mesh.fsdp=4", "mesh.data=all"])
+    assert (sharded.mesh.data, sharded.mesh.fsdp) == ("all", 4)
+    assert RunConfig.from_dict(sharded.to_dict()) == sharded
+    assert run_id_for(sharded) == run_id_for(base)
+    for bad, field in ((["mesh.fsdp=0"], "mesh.fsdp"), (["mesh.data=two"], "mesh.data")):
+        with pytest.raises(ConfigError) as e:
+            base.with_overrides(bad)
+        assert e.value.field == field

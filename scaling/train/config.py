@@ -236,7 +236,7 @@ class RunConfig:
             allowed = [f.name for f in dataclasses.fields(SECTIONS[section])]
             if name not in allowed:
                 raise ConfigError(key, raw, ", ".join(f"{section}.{k}" for k in allowed))
-            d[section][name] = parse_literal(raw.strip())
+            d.setdefault(section, {})[name] = parse_literal(raw.strip())  # a default mesh: no key
             if section == "train" and name in ("steps", "tokens"):
                 d["train"]["tokens" if name == "steps" else "steps"] = None
         return RunConfig.from_dict(d)
