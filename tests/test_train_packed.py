@@ -125,4 +125,6 @@ def test_configs_that_cannot_share_a_pack_are_refused():
         check_packable([MEMBERS[0], tiny(model={"d_model": 64})])
     with pytest.raises(ConfigError, match=r"optim\.weight_decay"):
         check_packable([MEMBERS[0], tiny(optim={"weight_decay": 0.0})])
+    with pytest.raises(ConfigError, match=r"train\.objective"):
+        check_packable([MEMBERS[0], tiny(train={"objective": "span"})])
     check_packable(MEMBERS)  # seeds, learning rates, schedules and lengths may differ

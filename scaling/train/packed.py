@@ -61,10 +61,16 @@ def check_packable(configs: list[RunConfig]) -> None:
     """Raise ConfigError naming the first field in SHARED_FIELDS on which members differ."""
     if not configs:
         raise ConfigError("configs", "[]", "at least one RunConfig")
+    for c in configs:
+        objective = getattr(c.train, "objective", "causal")
+        if objective != "causal":
+            raise ConfigError(
+                "train.objective", objective, "causal (packed training runs next-token batches)"
+            )
     dicts = [c.to_dict() for c in configs]
     for key in SHARED_FIELDS:
         section, _, name = key.partition(".")
-        values = [d[section][name] if name else d[section] for d in dicts]
+        values = [d[section].get(name) if name else d[section] for d in dicts]
         for v in values[1:]:
             if v != values[0]:
                 raise ConfigError(
