@@ -56,6 +56,7 @@ def test_isoflop_window_checks():
         approach2(isoflop_table(), window=-1)
 
 
+@pytest.mark.slow  # ~50 s of compilation on 2 cores
 def test_kaplan_forms_recover_their_constants():
     N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e10, 7), np.geomspace(1e8, 1e12, 7)))
     truth = {"N_c": 8.8e13, "D_c": 5.4e13, "alpha_N": 0.076, "alpha_D": 0.095}

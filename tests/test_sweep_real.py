@@ -91,6 +91,7 @@ def checkpoint_step(run_dir: Path) -> int:
     return max(steps, default=0)
 
 
+@pytest.mark.slow  # ~2-4 min on 2 cores; the fake-train runner tests cover the same logic fast
 def test_real_sweep_killed_and_relaunched(tmp_path):
     spec = tmp_path / "sweep.toml"
     spec.write_text(SWEEP)
