@@ -101,19 +101,9 @@ def train(
             "run_dir", str(run_dir), "a folder of a run with this same config (or resume=False)"
         )
     if resume:
-        status = run_files.read_status(run_dir) or {}
-        if existing is not None and status.get("state") in ("done", "diverged"):
-            rows = run_files.read_rows(run_dir)
-            return RunOutcome(
-                status["state"],
-                int(status.get("step", 0)),
-                int(status.get("tokens", 0)),
-                run_dir,
-                rows[-1] if rows else None,
-                status.get("reason"),
-                rows,
-                data_summary(data),
-            )
+        finished = finished_outcome(run_dir, data) if existing is not None else None
+        if finished is not None:
+            return finished
     else:
         _clear(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +121,24 @@ def train(
             traceback=traceback.format_exc(),
         )
         raise
+
+
+def finished_outcome(run_dir: Path, data: Any) -> RunOutcome | None:
+    """The outcome of a run already `done` or `diverged` in `run_dir`, else None."""
+    status = run_files.read_status(run_dir) or {}
+    if status.get("state") not in ("done", "diverged"):
+        return None
+    rows = run_files.read_rows(run_dir)
+    return RunOutcome(
+        status["state"],
+        int(status.get("step", 0)),
+        int(status.get("tokens", 0)),
+        run_dir,
+        rows[-1] if rows else None,
+        status.get("reason"),
+        rows,
+        data_summary(data),
+    )
 
 
 def _identity(config_dict: dict) -> dict:

@@ -35,7 +35,14 @@ from scaling.train import metrics as run_files
 from scaling.train.checkpoint import Checkpointer
 from scaling.train.config import RunConfig, eval_steps
 from scaling.train.guards import GuardState, check_loss
-from scaling.train.loop import SYNC_EVERY, RunOutcome, _clear, data_summary, load_data
+from scaling.train.loop import (
+    SYNC_EVERY,
+    RunOutcome,
+    _clear,
+    data_summary,
+    finished_outcome,
+    load_data,
+)
 
 # Fields every member of a pack must share: they fix the compiled step's shapes, its static
 # arguments (optimizer constants, z-loss, dtype) or the shared data and validation set.
@@ -164,21 +171,8 @@ def train_packed(
             raise ConfigError(
                 "run_dir", str(run_dir), "a folder of a run with this same config (or resume=False)"
             )
-        if not resume:
-            continue
-        status = run_files.read_status(run_dir) or {}
-        if existing is not None and status.get("state") in ("done", "diverged"):
-            rows = run_files.read_rows(run_dir)
-            outcomes[k] = RunOutcome(
-                status["state"],
-                int(status.get("step", 0)),
-                int(status.get("tokens", 0)),
-                run_dir,
-                rows[-1] if rows else None,
-                status.get("reason"),
-                rows,
-                data_summary(data),
-            )
+        if resume and existing is not None:
+            outcomes[k] = finished_outcome(run_dir, data)
     todo = [k for k, o in enumerate(outcomes) if o is None]
     if len(todo) == 1:  # a pack of one is a single run: train() is never slower than it
         from scaling.train.loop import train
