@@ -9,6 +9,7 @@ achieved compute of an IsoFLOP run is its budget up to half a step (min_steps bo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import itertools
@@ -204,7 +205,7 @@ def _budget_points(
         if shape in shapes_seen:
             continue
         shapes_seen.add(shape)
-        tokens = flops.tokens_for_flops(shape, budget, convention)
+        tokens = flops.tokens_for_flops(shape, budget, convention, causal=_causal(config))
         steps = round(tokens / config.tokens_per_step)
         if steps < design.min_steps:
             raise _BudgetTooSmallError(
@@ -217,6 +218,12 @@ def _budget_points(
     return points
 
 
+def _causal(config: RunConfig) -> bool:
+    """Whether the run's attention is causal: every objective but mlm (bidirectional), whose
+    budget is counted with the bidirectional attention FLOPs it trains with."""
+    return config.train.objective != "mlm"
+
+
 def prior_optimum(design: Design, config: RunConfig, convention: str, budget: float) -> float:
     """The predicted optimal size at `budget`: prior_coefficient * C**prior_exponent if given,
     else the size whose tokens (C / FLOPs per token) are prior_tokens_per_param x its N."""
@@ -227,7 +234,8 @@ def prior_optimum(design: Design, config: RunConfig, convention: str, budget: fl
     def log_excess(log_n: float) -> float:  # log(D/N) - log(ratio), decreasing in N
         shape = _shape_for(math.exp(log_n), config.model, design)
         n = getattr(flops.param_counts(shape), design.param_count)
-        return math.log(flops.tokens_for_flops(shape, budget, convention) / n / ratio)
+        tokens = flops.tokens_for_flops(shape, budget, convention, causal=_causal(config))
+        return math.log(tokens / n / ratio)
 
     lo, hi = math.log(1.0), math.log(max(budget, 10.0))
     lo = _first_buildable(lo, hi, config, design)
@@ -373,7 +381,7 @@ def _axis_combinations(axes: dict[str, tuple]) -> list[tuple[tuple[str, Any], ..
         section, _, name = key.partition(".")
         if section not in SECTIONS:
             raise ConfigError("axes." + key, list(axes[key]), "sections " + ", ".join(SECTIONS))
-        allowed = list(RunConfig().to_dict()[section])
+        allowed = [f.name for f in dataclasses.fields(SECTIONS[section])]  # defaulted too
         if name not in allowed:
             raise ConfigError(
                 "axes." + key, list(axes[key]), ", ".join(f"{section}.{k}" for k in allowed)

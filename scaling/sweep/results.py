@@ -76,9 +76,10 @@ def load_results(
         fixed = _run_columns(run_id, state, config, record.get("point", {}))
         shape, last_step = config.model, config.total_steps
         decays = config.optim.schedule != "constant"
+        causal = config.train.objective != "mlm"  # mlm trains with bidirectional attention
         for m in metrics:
             annealed = decays and m["step"] == last_step
-            rows.append({**fixed, **_metric_columns(m, shape), "annealed": annealed})
+            rows.append({**fixed, **_metric_columns(m, shape, causal), "annealed": annealed})
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=list(FIRST_COLUMNS))
@@ -100,12 +101,12 @@ def _run_columns(run_id: str, state: str, config: RunConfig, point: dict) -> dic
     return out
 
 
-def _metric_columns(row: dict, shape: ModelShape) -> dict[str, Any]:
+def _metric_columns(row: dict, shape: ModelShape, causal: bool = True) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if not k.startswith("flops_") and k != "tokens"}
     tokens = row["tokens"]
     out["D"] = tokens
     for c in flops.CONVENTIONS:
-        out[f"C_{c}"] = flops.training_flops(shape, tokens, c)
+        out[f"C_{c}"] = flops.training_flops(shape, tokens, c, causal=causal)
     return out
 
 

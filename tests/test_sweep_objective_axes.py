@@ -1,0 +1,100 @@
+"""Defaulted config fields (train.objective, model.window, model.n_features) are sweep axes, and
+an mlm IsoFLOP budget (and the C columns of its results) counts bidirectional attention."""
+
+from __future__ import annotations
+
+import pytest
+from sweep_fake_train import fake_train
+
+from scaling import flops
+from scaling.errors import ConfigError
+from scaling.sweep.designs import plan
+from scaling.sweep.results import load_results
+from scaling.sweep.runner import prepare_sweep_dir
+from scaling.sweep.spec import parse_spec
+
+BASE = {
+    "model": {"n_heads": 2, "context": 16, "vocab_size": 64},
+    "train": {"batch_size": 4},
+}
+SHAPES = [{"d_model": 16, "n_layers": 1}, {"d_model": 32, "n_layers": 2}]
+GRID = {"kind": "grid", "shapes": SHAPES, "tokens": [1280]}
+ISOFLOP = {
+    "kind": "isoflop",
+    "budgets": [3e11],
+    "sizes_per_budget": 3,
+    "spread": 2.0,
+    "prior_coefficient": 1.0,  # the same sizes for both objectives
+    "prior_exponent": 0.4,
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "values", "read"),
+    [
+        ("train.objective", ["causal", "mlm", "span"], lambda r: r.config.train.objective),
+        ("model.window", [4, 8], lambda r: r.shape.window),
+        ("model.n_features", [8, 16], lambda r: r.shape.n_features),
+    ],
+)
+def test_fields_left_out_of_to_dict_at_their_default_are_axes(key, values, read):
+    base = {**BASE, "model": {**BASE["model"], "variant": _variant_for(key)}}
+    runs = plan(parse_spec({"base": base, "design": GRID, "axes": {key: values}}))
+    assert [read(r) for r in runs] == values * len(SHAPES)
+    assert len({r.run_id for r in runs}) == len(runs)
+
+
+def _variant_for(key: str) -> str:
+    return {"model.window": "local", "model.n_features": "performer"}.get(key, "gpt2")
+
+
+def test_an_unknown_axis_key_is_refused_naming_the_defaulted_fields_it_allows():
+    with pytest.raises(ConfigError) as e:
+        plan(parse_spec({"base": BASE, "design": GRID, "axes": {"train.objetive": ["mlm"]}}))
+    assert e.value.field == "axes.train.objetive"
+    assert "train.objective" in e.value.allowed
+
+
+def test_mlm_budgets_count_bidirectional_attention():
+    raw = {
+        "base": {"model": {"context": 64, "vocab_size": 64}, "train": {"batch_size": 16}},
+        "design": ISOFLOP,
+        "axes": {"train.objective": ["causal", "mlm"]},
+        "convention": "attention",
+    }
+    runs = plan(parse_spec(raw))
+    assert {r.config.train.objective for r in runs} == {"causal", "mlm"}
+    tokens = {}
+    for r in runs:
+        objective = r.config.train.objective
+        achieved = flops.training_flops(r.shape, r.tokens, "attention", causal=objective != "mlm")
+        assert abs(achieved / ISOFLOP["budgets"][0] - 1) <= 0.5 / r.config.total_steps
+        tokens[objective, r.shape] = r.tokens
+    # mlm pays for the full T x T scores: a shape both plan trains on fewer tokens under mlm
+    shared = {s for o, s in tokens if o == "mlm"} & {s for o, s in tokens if o == "causal"}
+    assert shared
+    for shape in shared:
+        assert tokens["mlm", shape] < tokens["causal", shape]
+
+
+def test_results_count_mlm_runs_bidirectionally(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_S", "0")
+    spec = parse_spec(
+        {"base": BASE, "design": GRID, "axes": {"train.objective": ["causal", "mlm"]}}
+    )
+    runs = plan(spec)
+    store = prepare_sweep_dir(spec, runs, tmp_path / "out")
+    for r in runs:
+        fake_train(r.config, store.run_dir(r.run_id))
+    df = load_results(tmp_path / "out")
+    df["train.objective"] = df["train.objective"].fillna("causal")  # a default left out of ids
+    assert set(df["train.objective"]) == {"causal", "mlm"}
+    for r in runs:
+        rows = df[df["run_id"] == r.run_id]
+        causal = r.config.train.objective != "mlm"
+        for conv in flops.CONVENTIONS:
+            want = [flops.training_flops(r.shape, d, conv, causal=causal) for d in rows["D"]]
+            assert rows[f"C_{conv}"].tolist() == want
+    mlm = df[df["train.objective"] == "mlm"]
+    causal = df[df["train.objective"] == "causal"]
+    assert (mlm["C_attention"].to_numpy() > causal["C_attention"].to_numpy()).all()
