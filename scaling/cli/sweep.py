@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from scaling.errors import ConfigError
@@ -31,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dist.add_argument("--retries", type=int, help="times a job whose process or node died reruns")
     dist.add_argument("--max-parallel", type=int, help="jobs at once")
     dist.add_argument("--ray-address", help='an existing Ray cluster ("auto", "host:6379")')
+    run.add_argument(
+        "--pack-size",
+        help='runs of one shape trained together per job: "auto" (default) or K; 1: one run '
+        "per job (overrides the sweep file's [executor] pack_size)",
+    )
     run.add_argument("--retry-failed", action="store_true", help="rerun runs that failed")
     run.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     run.add_argument(
@@ -60,7 +66,8 @@ def _run(args: argparse.Namespace) -> int:
     executor = _executor_options(spec.executor, args)
     out = Path(args.out) if args.out else Path("runs") / spec.name
     if args.dry_run:
-        from scaling.sweep.plan_table import estimate_throughput, format_plan
+        from scaling.sweep.packing import pack_policy
+        from scaling.sweep.plan_table import estimate_throughput, format_plan, plan_packs
 
         runs = plan(spec)
         dtype = runs[0].config.train.compute_dtype if runs else "float32"
@@ -72,7 +79,11 @@ def _run(args: argparse.Namespace) -> int:
             store = RunStore(out)
             states = {r.run_id: store.state(r.run_id) for r in runs}
             finished = {k: v for k, v in states.items() if v in TERMINAL_STATES}
-        print(format_plan(runs, spec.convention, tp, executor.workers, finished))
+        policy = pack_policy(executor)
+        if args.device and executor.pack_size == "auto":  # estimate for that accelerator
+            policy = replace(policy, accelerator=True, measurements=(), memory_bytes=None)
+        packs = plan_packs(runs, policy, finished)
+        print(format_plan(runs, spec.convention, tp, executor.workers, finished, packs, policy))
         return 0
     if args.device:
         raise ConfigError("--device", args.device, "only with --dry-run")
@@ -97,6 +108,7 @@ def _executor_options(base, args: argparse.Namespace):
         "retries": args.retries,
         "max_parallel": args.max_parallel,
         "ray_address": args.ray_address,
+        "pack_size": _pack_flag(args.pack_size),
     }
     try:
         return base.with_overrides(**flags)
@@ -104,6 +116,10 @@ def _executor_options(base, args: argparse.Namespace):
         flag = "--" + e.field.removeprefix("executor.").replace("_", "-")
         flag = "--executor" if flag == "--kind" else flag
         raise ConfigError(flag, e.value, e.allowed) from e
+
+
+def _pack_flag(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.strip().isdigit() else value
 
 
 def _time_flag(value: str | None) -> int | str | None:

@@ -11,6 +11,7 @@
     max_parallel = 32         # jobs at once (slurm: array parallelism; ray: tasks in flight)
     slurm_extra = {account = "my-lab", qos = "normal"}   # more sbatch options
     ray_address = "auto"      # ray: an existing cluster ("auto", "host:6379", "ray://host:10001")
+    pack_size = "auto"        # runs of one shape trained together per job: "auto" | K (1: alone)
 
 None of it changes a run's result, so none of it enters a run's id.
 """
@@ -46,6 +47,7 @@ class ExecutorOptions:
     cluster: str = "slurm"
     log_dir: str | None = None
     ray_address: str | None = None
+    pack_size: int | str = "auto"  # see scaling.sweep.packing
 
     def with_overrides(self, **changes: Any) -> ExecutorOptions:
         """These options with the given keys (spec-file names) replaced; None means unchanged."""
@@ -67,6 +69,7 @@ KEYS = (
     "cluster",
     "log_dir",
     "ray_address",
+    "pack_size",
 )
 
 
@@ -101,6 +104,8 @@ def _parse_fields(raw: dict) -> dict[str, Any]:
             if not isinstance(v, str) or not v:
                 raise ConfigError(name, v, "a non-empty string")
             out[key] = v
+        elif key == "pack_size":
+            out["pack_size"] = parse_pack_size(v)
         elif key == "cluster":
             if v not in SUBMITIT_CLUSTERS:
                 raise ConfigError(name, v, " | ".join(SUBMITIT_CLUSTERS))
@@ -131,6 +136,13 @@ def parse_time_min(v: Any) -> int:
     raise ConfigError(
         "executor.time", v, 'positive minutes (int) or "[D-]HH:MM[:SS]", e.g. "04:00:00"'
     )
+
+
+def parse_pack_size(v: Any, field: str = "executor.pack_size") -> int | str:
+    """ "auto" or a positive integer (1: one run per job)."""
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return v
+    raise ConfigError(field, v, '"auto" or an integer >= 1 (1: one run per job)')
 
 
 def _int(name: str, v: Any, *, minimum: int) -> int:

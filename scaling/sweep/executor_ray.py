@@ -1,5 +1,5 @@
-"""The `ray` executor: one Ray task per run, with CPU/GPU requests, on an existing cluster
-(`ray_address`) or on a local one started for the sweep.
+"""The `ray` executor: one Ray task per job (a run, or a pack of runs), with CPU/GPU requests,
+on an existing cluster (`ray_address`) or on a local one started for the sweep.
 
 Each task calls `claim_and_train` on the sweep folder, which every node must see at the same
 path (shared storage). A task whose worker process or node died is retried by Ray (up to
@@ -15,7 +15,7 @@ from scaling.errors import ConfigError
 from scaling.sweep.executor_options import ExecutorOptions
 from scaling.sweep.launchers import JobEnd, Launch, import_engine
 from scaling.sweep.store import RunStore
-from scaling.sweep.task import TrainFn, claim_and_train, sweep_path
+from scaling.sweep.task import PackTrainFn, TrainFn, claim_and_train, sweep_path
 
 
 class RayLauncher:
@@ -30,6 +30,7 @@ class RayLauncher:
         *,
         train_fn: TrainFn | None,
         heartbeat_s: float,
+        pack_train_fn: PackTrainFn | None = None,
     ):
         self.ray = import_engine("ray", "ray")
         self.started_ray = False
@@ -59,6 +60,7 @@ class RayLauncher:
         )
         self.kwargs = {
             "train_fn": train_fn,
+            "pack_train_fn": pack_train_fn,
             "heartbeat_s": heartbeat_s,
             "stale_after_s": store.stale_after_s,
             "cpu_devices": None if options.gpus_per_job else options.cpus_per_job,
@@ -67,7 +69,7 @@ class RayLauncher:
 
     def start(self, launches: list[Launch]) -> list[Any]:
         return [
-            self.remote.remote(self.sweep_dir, x.run_id, allow_failed=x.allow_failed, **self.kwargs)
+            self.remote.remote(self.sweep_dir, x.target, allow_failed=x.retry, **self.kwargs)
             for x in launches
         ]
 

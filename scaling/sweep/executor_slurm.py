@@ -1,4 +1,5 @@
-"""The `slurm` executor: each batch of ready runs is one SLURM job array, through submitit.
+"""The `slurm` executor: each batch of ready jobs (a run, or a pack of runs) is one SLURM job
+array, through submitit.
 
 Every job calls `claim_and_train` on the shared sweep folder. A job that times out or is
 preempted is requeued by submitit (up to `retries` times) and resumes from its checkpoint; one
@@ -18,7 +19,7 @@ from scaling.errors import ConfigError
 from scaling.sweep.executor_options import ExecutorOptions
 from scaling.sweep.launchers import JobEnd, Launch, import_engine
 from scaling.sweep.store import Lease, RunStore
-from scaling.sweep.task import TrainFn, claim_and_train, sweep_path
+from scaling.sweep.task import PackTrainFn, TrainFn, claim_and_train, sweep_path
 
 LOG_DIR = "slurm"  # in the sweep folder: submitit's pickles and job logs
 RESULT_GRACE_S = 15.0  # a finished job's result file may show up late on a shared file system
@@ -26,23 +27,24 @@ MAX_ARRAY = 1000  # jobs per array (SLURM's default MaxArraySize is 1001)
 
 
 class RunJob:
-    """The callable a SLURM job runs. Its `checkpoint` (submitit calls it on timeout or
-    preemption) releases the run's lease and asks for the same call again: the requeued job
-    resumes the run from its checkpoint."""
+    """The callable a SLURM job runs (`run_id`: one run, or a pack's list). Its `checkpoint`
+    (submitit calls it on timeout or preemption) releases the runs' leases and asks for the
+    same call again: the requeued job resumes each run from its checkpoint."""
 
     def __init__(self, **kwargs: Any):
         self.kwargs = kwargs
 
-    def __call__(self, sweep_dir: str, run_id: str) -> dict:
+    def __call__(self, sweep_dir: str, run_id: str | list[str]) -> dict:
         return claim_and_train(sweep_dir, run_id, **self.kwargs)
 
-    def checkpoint(self, sweep_dir: str, run_id: str) -> Any:
+    def checkpoint(self, sweep_dir: str, run_id: str | list[str]) -> Any:
         import submitit
 
         store = RunStore(sweep_dir)
-        lease = store.read_lease(run_id)
-        if lease and lease.get("pid") == os.getpid():  # ours: the requeued job may claim it
-            store.release(Lease(run_id, lease["token"], lease["host"], lease["pid"]))
+        for r in [run_id] if isinstance(run_id, str) else run_id:
+            lease = store.read_lease(r)
+            if lease and lease.get("pid") == os.getpid():  # ours: the requeued job may claim it
+                store.release(Lease(r, lease["token"], lease["host"], lease["pid"]))
         return submitit.helpers.DelayedSubmission(self, sweep_dir, run_id)
 
 
@@ -57,6 +59,7 @@ class SlurmLauncher:
         *,
         train_fn: TrainFn | None,
         heartbeat_s: float,
+        pack_train_fn: PackTrainFn | None = None,
     ):
         submitit = import_engine("submitit", "slurm")
         if options.cluster == "slurm" and shutil.which("sbatch") is None:
@@ -94,6 +97,7 @@ class SlurmLauncher:
         self.executor.update_parameters(**params)
         self.call = RunJob(
             train_fn=train_fn,
+            pack_train_fn=pack_train_fn,
             heartbeat_s=heartbeat_s,
             stale_after_s=store.stale_after_s,
             cpu_devices=None if options.gpus_per_job else options.cpus_per_job,
@@ -103,18 +107,18 @@ class SlurmLauncher:
         self.grace_s = RESULT_GRACE_S if options.cluster == "slurm" else 1.0
 
     def start(self, launches: list[Launch]) -> list[Any]:
-        """Submit the runs as one job array (a single run: one job)."""
+        """Submit the jobs (runs or packs) as one job array (a single job: one job)."""
         jobs = []
         for i in range(0, len(launches), MAX_ARRAY):  # SLURM caps an array's size
             with self.executor.batch():
                 for x in launches[i : i + MAX_ARRAY]:
-                    jobs.append(self.executor.submit(self._with_retry(x), self.sweep_dir, x.run_id))
+                    jobs.append(self.executor.submit(self._with_retry(x), self.sweep_dir, x.target))
         return jobs
 
     def _with_retry(self, launch: Launch) -> RunJob:
         if not launch.allow_failed:
             return self.call
-        return RunJob(**{**self.call.kwargs, "allow_failed": True})
+        return RunJob(**{**self.call.kwargs, "allow_failed": launch.retry})
 
     def poll(self, job: Any) -> JobEnd | None:
         """Non-blocking: a finished job's result once its pickle is there; a job that ended

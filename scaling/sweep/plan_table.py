@@ -1,5 +1,6 @@
 """The `--dry-run` plan table: each run's shape, N and C under every convention, achieved vs
-budgeted compute, and an estimated wall time from measured throughput (or a stated assumption).
+budgeted compute, the pack it trains in, and an estimated wall time from measured throughput
+(or a stated assumption).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import platform
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scaling import flops
 from scaling.io import read_json, read_jsonl
@@ -100,21 +102,51 @@ def run_seconds(run: PlannedRun, tp: Throughput) -> float:
     return STARTUP_S + compute / tp.flops_per_s
 
 
+def pack_seconds(members: list[PlannedRun], tp: Throughput, speedup: float = 1.0) -> float:
+    """Estimated wall time of a pack: every slot is computed until its longest member ends
+    (K x the longest member's FLOPs), at the estimated rate times the pack's measured speedup;
+    one startup. A pack of one is `run_seconds`."""
+    if len(members) == 1:
+        return run_seconds(members[0], tp)
+    longest = max(flops.training_flops(r.shape, r.tokens, "attention") for r in members)
+    return STARTUP_S + len(members) * longest / (tp.flops_per_s * speedup)
+
+
+def plan_packs(
+    runs: list[PlannedRun], policy: Any, finished: dict[str, str] | None = None
+) -> list[list[str]]:
+    """The packs the runner would form from the runs still to do, all ready at once (a WSD
+    branch waits for its parent, so the runner may pack those differently)."""
+    from scaling.sweep.packing import form_packs
+
+    todo = [(r.run_id, r.config) for r in runs if r.run_id not in (finished or {})]
+    return form_packs(todo, policy.size_for)
+
+
 def format_plan(
     runs: list[PlannedRun],
     convention: str,
     tp: Throughput,
     workers: int,
     finished: dict[str, str] | None = None,
+    packs: list[list[str]] | None = None,
+    policy: Any = None,
 ) -> str:
     """The plan table and its totals. Runs in `finished` (run_id -> done | diverged, from an
-    existing sweep folder) show their state instead of a time and are not counted as to do."""
+    existing sweep folder) show their state instead of a time and are not counted as to do.
+    `packs` (from `plan_packs`) groups the runs to do into jobs; each run's `pack` column names
+    its pack (P1, P2, ...; '-' for a run trained alone), and a list of packs follows the table
+    with K, the members and the estimated time (`policy.speedup` where measured)."""
     finished = finished or {}
+    packs = packs if packs is not None else [[r.run_id] for r in runs if r.run_id not in finished]
+    multi = [p for p in packs if len(p) > 1]
+    pack_of = {r: f"P{i}" for i, p in enumerate(multi, 1) for r in p}
+    by_id = {r.run_id: r for r in runs}
     head = (
         f"{'run_id':<12} {'shape':<20} {'N_nonemb':>9} {'N_total':>9} {'N_chinch':>9} {'D':>10} "
         f"{'steps':>6} "
         f"{'C_kaplan':>9} {'C_attn':>9} {'C_chinch':>9} {'budget':>9} {'achieved':>8} "
-        f"{'est':>7}  axes"
+        f"{'est':>7} {'pack':>4}  axes"
     )
     lines = [head]
     total_s = 0.0
@@ -129,7 +161,6 @@ def format_plan(
         ratio = f"{c[convention] / budget:.4f}" if budget else "-"
         secs = run_seconds(r, tp)
         est = finished.get(r.run_id) or format_duration(secs)
-        total_s += 0.0 if r.run_id in finished else secs
         axes = " ".join(f"{k}={v}" for k, v in r.point.get("axes", {}).items())
         shape = f"{s.variant} d{s.d_model} L{s.n_layers} H{s.n_heads}"
         lines.append(
@@ -137,19 +168,41 @@ def format_plan(
             f"{counts.N_chinchilla:>9.3g} {r.tokens:>10.4g} {r.config.total_steps:>6} "
             f"{c['kaplan']:>9.3g} "
             f"{c['attention']:>9.3g} {c['chinchilla']:>9.3g} "
-            f"{(f'{budget:.3g}' if budget else '-'):>9} {ratio:>8} {est:>7}  "
-            f"{axes}"
+            f"{(f'{budget:.3g}' if budget else '-'):>9} {ratio:>8} {est:>7} "
+            f"{pack_of.get(r.run_id, '-'):>4}  {axes}"
         )
+    for p in packs:
+        members = [by_id[r] for r in p]
+        speedup = policy.speedup(members[0].config, len(p)) if policy is not None else 1.0
+        total_s += pack_seconds(members, tp, speedup)
     lines.append("")
     lines.append(
         f"{len(runs)} runs; compute kaplan {total_c['kaplan']:.3g}, attention "
         f"{total_c['attention']:.3g}, chinchilla {total_c['chinchilla']:.3g} FLOPs; "
         f"'achieved' = C_{convention} / budget"
     )
+    if multi or policy is not None:
+        rule = f"; {policy.describe()}" if policy is not None else ""
+        lines.append(
+            f"{len(packs)} jobs for {sum(len(p) for p in packs)} runs to do, {len(multi)} of "
+            f"them packs{rule}"
+        )
+    for i, p in enumerate(multi, 1):
+        members = [by_id[r] for r in p]
+        speedup = policy.speedup(members[0].config, len(p)) if policy is not None else 1.0
+        note = f", measured speedup {speedup:.2f}x" if speedup != 1.0 else ""
+        s0 = members[0].shape
+        est = format_duration(pack_seconds(members, tp, speedup))
+        lines.append(
+            f"  P{i}: K={len(p)} {s0.variant} d{s0.d_model} L{s0.n_layers}, est {est}{note}: "
+            f"{' '.join(p)}"
+        )
     todo = f" for the {len(runs) - len(finished)} runs to do" if finished else ""
+    per = "job" if multi else "run"
     lines.append(
         f"estimated wall time{todo}: {format_duration(total_s)} in one worker, "
         f"~{format_duration(total_s / max(1, workers))} with {workers} "
-        f"(rate {tp.flops_per_s:.3g} FLOP/s: {tp.source}; + {STARTUP_S:.0f}s startup per run)"
+        f"(rate {tp.flops_per_s:.3g} FLOP/s: {tp.source}; + {STARTUP_S:.0f}s startup per {per}"
+        f"{'; a pack computes K x its longest member' if multi else ''})"
     )
     return "\n".join(lines)
