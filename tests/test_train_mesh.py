@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.train.mesh import axis_sizes, fsdp_spec, refuse_multihost
+from scaling.train.mesh import axis_sizes, fsdp_spec
 
 TOL = 1e-5
 MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 64, "context": 16}
@@ -157,17 +157,6 @@ def test_axis_sizes_and_fsdp_specs():
     assert tuple(fsdp_spec((3, 2, 16), 4)) == (None, None, "fsdp")
     assert tuple(fsdp_spec((3,), 4)) == ()
     assert tuple(fsdp_spec((64, 32), 1)) == ()
-
-
-def test_several_processes_for_one_run_are_refused(monkeypatch):
-    from scaling.errors import ConfigError
-
-    monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
-    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
-    refuse_multihost()  # one task: fine (the slurm executor's jobs)
-    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
-    with pytest.raises(ConfigError, match="not implemented"):
-        refuse_multihost()
 
 
 def test_mesh_setting_is_validated_and_not_part_of_a_runs_identity():

@@ -2,6 +2,9 @@
 
 Before jax starts, the process is set up for fast CPU training (allocator, CPU split into
 host devices; see `scaling.train.runtime`) and says so; `--no-tuning` leaves it alone.
+One run on several processes (hosts): launched by `srun -n N` (SLURM), on a multi-host TPU
+slice, or with `--coordinator HOST:PORT --num-processes N --process-id I` on each process, it
+calls jax.distributed.initialize first (see `scaling.train.distributed`); process 0 writes.
 Exit codes: 0 done, 3 diverged, 2 bad input (one line on stderr).
 """
 
@@ -40,12 +43,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave the allocator and CPU device split alone (also SCALING_RUNTIME=off)",
     )
+    g = p.add_argument_group(
+        "several processes (one run over several hosts; SLURM and TPU slices are detected)"
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a free port")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes training this run")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process: 0 .. N-1")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from scaling.train import distributed
     from scaling.train.config import RunConfig
     from scaling.train.metrics import CONFIG_FILE, STATUS_FILE
+
+    plan = distributed.plan_launch(
+        coordinator=getattr(args, "coordinator", None),
+        num_processes=getattr(args, "num_processes", None),
+        process_id=getattr(args, "process_id", None),
+    )
 
     config = RunConfig.from_toml(args.config) if args.config else RunConfig()
     if args.overrides:
@@ -63,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
     from scaling.train.runtime import prepare_process
 
     notes = prepare_process()
+    if plan.multiprocess:
+        distributed.initialize(plan)  # before anything else uses jax
+        import jax
+
+        notes.append(f"process {jax.process_index()} of {jax.process_count()} ({plan.why})")
+        distributed.barrier("scaling train: --out checked")  # no process writes before
     print(f"scaling train: runtime: {'; '.join(notes) or 'as is'}", file=sys.stderr)
 
     from scaling.train import train

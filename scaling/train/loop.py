@@ -5,6 +5,12 @@ written there). Bad input (config, data, a folder holding another run) raises be
 is written. A run that diverges ends with state `diverged` and its metrics kept; an exception
 marks it `failed` (traceback in status.json) and is re-raised. Resuming restores the latest
 checkpoint, drops metrics rows after it and continues; the result equals an uninterrupted run.
+
+Several processes (a run launched with `srun -n N`, on a TPU slice, or with explicit
+coordinator settings; see `scaling.train.distributed`) train one run together: every process
+runs this same loop on the global mesh and takes part in each step, evaluation and checkpoint;
+process 0 alone writes config, status and metrics, and clock-based checkpoint decisions are
+process 0's.
 """
 
 from __future__ import annotations
@@ -91,6 +97,10 @@ def train(
     Returns a RunOutcome for `done` and `diverged`; re-raises exceptions after recording them
     as `failed` in status.json. A run already done or diverged returns without training.
     """
+    from scaling.train import distributed
+
+    distributed.initialize()  # several processes launched for this run: join them (else no-op)
+    writer = distributed.is_writer()
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError("run_dir", str(run_dir), "a folder (this is a file)")
@@ -104,13 +114,17 @@ def train(
         finished = finished_outcome(run_dir, data) if existing is not None else None
         if finished is not None:
             return finished
-    else:
+    elif writer:
         _clear(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_files.write_config(run_dir, config.to_dict())
+    if writer:
+        run_files.write_config(run_dir, config.to_dict())
+    distributed.barrier("scaling train: run folder ready")
     try:
-        return _Run(config, run_dir, data, progress).run()
+        return _Run(config, run_dir, data, progress and writer).run()
     except BaseException as e:
+        if not writer:
+            raise
         step = _last_status_step(run_dir)
         run_files.write_status(
             run_dir,
@@ -170,14 +184,16 @@ class _Run:
         from scaling import flops
         from scaling.data import eval_batches, train_batch
         from scaling.data.objectives import make_objective_batch
-        from scaling.train.mesh import make_mesh, refuse_multihost
+        from scaling.train import distributed
+        from scaling.train.mesh import make_mesh
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
         from scaling.train.step import init_params, make_eval_step, make_train_step
         from scaling.train.throughput import MFU_CONVENTION, device_peak, mfu
 
-        refuse_multihost()
         enable_compilation_cache()
+        several = distributed.process_count() > 1
+        writer = distributed.is_writer()
         cfg, shape, run_dir = self.config, self.config.model, self.run_dir
         total, per_step = cfg.total_steps, cfg.tokens_per_step
         B, ctx = cfg.train.batch_size, shape.context
@@ -202,7 +218,7 @@ class _Run:
         tx = make_optimizer(cfg)
         arrays = {"params": params, "opt_state": tx.init(params)}
         state_sharding = run_mesh.state(arrays)
-        arrays = jax.device_put(arrays, state_sharding)
+        arrays = run_mesh.put(arrays, state_sharding)
 
         ckpt = Checkpointer(run_dir)
         host: dict[str, Any] = {"loss_sum": 0.0, "loss_n": 0, "elapsed": 0.0, "guard": None}
@@ -215,7 +231,8 @@ class _Run:
                 )
             arrays, host = ckpt.restore(latest, arrays)
             start = latest
-        run_files.truncate_rows(run_dir, start)
+        if writer:
+            run_files.truncate_rows(run_dir, start)
         guard = GuardState.from_dict(host["guard"]) if host.get("guard") else GuardState()
         loss_sum, loss_n = float(host["loss_sum"]), int(host["loss_n"])
         elapsed0 = float(host["elapsed"])
@@ -252,7 +269,8 @@ class _Run:
 
         t_start = time.perf_counter()
         t_last_ckpt = t_start
-        run_files.write_status(run_dir, "running", step=start, tokens=start * per_step)
+        if writer:
+            run_files.write_status(run_dir, "running", step=start, tokens=start * per_step)
         bar = _progress_bar(total, start) if self.progress else None
 
         pending: list[tuple[int, Any]] = []  # (step, device loss) not yet on the host
@@ -263,7 +281,7 @@ class _Run:
 
         def evaluate() -> tuple[float, float]:
             per_seq = np.concatenate(
-                [np.asarray(eval_fn(params, jax.device_put(b, eval_sharding))) for b in val]
+                [np.asarray(eval_fn(params, run_mesh.put(b, eval_sharding))) for b in val]
             ).astype(np.float64)
             se = per_seq.std(ddof=1) / math.sqrt(per_seq.size) if per_seq.size > 1 else math.nan
             return float(per_seq.mean()), float(se)
@@ -274,15 +292,14 @@ class _Run:
             )
             batch = for_objective(batch, cfg.data.data_seed, step - 1)
             params, opt_state, out = step_fn(
-                params, opt_state, jax.device_put(batch, sharded), np.float32(lr_at(cfg, step - 1))
+                params, opt_state, run_mesh.put(batch, sharded), np.float32(lr_at(cfg, step - 1))
             )
             pending.append((step, out["loss"]))
             is_eval = step in evals
-            ck_due = (
-                (ck_steps and step % ck_steps == 0)
-                or step == total
-                or (ck_secs and time.perf_counter() - t_last_ckpt >= ck_secs)
-            )
+            time_due = bool(ck_secs) and time.perf_counter() - t_last_ckpt >= ck_secs
+            if several:  # clocks differ: process 0 decides, every SYNC_EVERY steps
+                time_due = step % SYNC_EVERY == 0 and distributed.agree(time_due)
+            ck_due = (ck_steps and step % ck_steps == 0) or step == total or time_due
             if t_mark is not None and not (is_eval or ck_due or len(pending) >= SYNC_EVERY):
                 continue
             # Sync: pull the pending losses, run the guards, account throughput.
@@ -330,9 +347,10 @@ class _Run:
                     peak_source=peak.source,
                     wall_time=elapsed0 + time.perf_counter() - t_start,
                 )
-                run_files.append_row(run_dir, row)
+                if writer:
+                    run_files.append_row(run_dir, row)
+                    run_files.write_status(run_dir, "running", step=step, tokens=step * per_step)
                 loss_sum, loss_n, timed_tokens, timed_s = 0.0, 0, 0, 0.0
-                run_files.write_status(run_dir, "running", step=step, tokens=step * per_step)
                 if bar is not None:
                     bar.set_postfix_str(f"loss {last_loss:.4f}, eval {eval_loss:.4f}")
             if ck_due and (step < total or cfg.checkpoint.at_end):
@@ -349,7 +367,9 @@ class _Run:
         if bar is not None:
             bar.close()
         tokens = step * per_step
-        run_files.write_status(run_dir, state, step=step, tokens=tokens, reason=reason)
+        if writer:
+            run_files.write_status(run_dir, state, step=step, tokens=tokens, reason=reason)
+        distributed.barrier("scaling train: run written")
         rows = run_files.read_rows(run_dir)
         return RunOutcome(
             state,

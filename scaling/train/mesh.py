@@ -7,13 +7,14 @@ parallelism; `fsdp` alone is ZeRO-3-style sharding; XLA inserts the all-gathers 
 reduce-scatters. The mesh changes how a run is computed, not what: it is not part of a run's
 identity, and a checkpoint restores onto any mesh.
 
-One process, one host: a run launched as several processes (a multi-task SLURM job step, a
-multi-host TPU slice) is refused until jax.distributed training is implemented.
+Several processes (hosts, after `scaling.train.distributed.initialize`): the mesh spans the
+global device list and must use all of it; each process puts only the shards of its own
+devices (`RunMesh.put`), cut from the same global batch, so the data order stays a pure function
+of (data_seed, step) whatever the number of processes.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,24 @@ class RunMesh:
 
         return jax.tree.map(lambda x: NamedSharding(self.mesh, fsdp_spec(x.shape, self.fsdp)), tree)
 
+    def put(self, tree: Any, sharding: Any) -> Any:
+        """Arrays (the same global values on every process) onto `sharding` (one, or a pytree
+        of them matching `tree`). One process: jax.device_put. Several: each process builds
+        only its addressable shards from its copy (jax.make_array_from_callback), so no
+        process needs another's data."""
+        import jax
+
+        if jax.process_count() == 1:
+            return jax.device_put(tree, sharding)
+
+        def one(x: Any, s: Any) -> Any:
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, s, lambda index: x[index])
+
+        if isinstance(sharding, jax.sharding.Sharding):
+            return jax.tree.map(lambda x: one(x, sharding), tree)
+        return jax.tree.map(one, tree, sharding)
+
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> Any:
     """PartitionSpec putting `fsdp` on the largest dimension it divides (ties: the first)."""
@@ -93,15 +112,24 @@ def make_mesh(mesh_config: Any, batch_size: int) -> RunMesh:
     """The run's mesh over the first data x fsdp devices of this process.
 
     The default (data = "all", fsdp = 1) shards the batch over every device when it divides
-    evenly and otherwise uses one device; explicit sizes must divide the batch.
+    evenly and otherwise uses one device; explicit sizes must divide the batch. With several
+    processes the mesh spans all their devices (every process must take part), so the batch
+    must divide over all of them.
     """
     import jax
     from jax.sharding import Mesh
 
-    devices = jax.local_devices()
+    several = jax.process_count() > 1
+    devices = jax.devices() if several else jax.local_devices()
     data, fsdp = axis_sizes(mesh_config.data, mesh_config.fsdp, len(devices))
+    if several and data * fsdp != len(devices):
+        raise ConfigError(
+            "mesh",
+            f"data={data} x fsdp={fsdp}",
+            f"all {len(devices)} devices of the {jax.process_count()} processes (data x fsdp)",
+        )
     if batch_size % (data * fsdp):
-        if mesh_config.data == ALL and mesh_config.fsdp == 1:
+        if mesh_config.data == ALL and mesh_config.fsdp == 1 and not several:
             data = 1
         else:
             raise ConfigError(
@@ -109,28 +137,3 @@ def make_mesh(mesh_config: Any, batch_size: int) -> RunMesh:
             )
     grid = np.array(devices[: data * fsdp]).reshape(data, fsdp)
     return RunMesh(Mesh(grid, AXES), data, fsdp)
-
-
-def multihost_environment() -> str | None:
-    """Why this process looks like one of several launched to train one run, or None: a SLURM
-    job step with several tasks (srun -n N), or a multi-host Cloud TPU slice."""
-    ntasks = os.environ.get("SLURM_STEP_NUM_TASKS")
-    if ntasks and ntasks.isdigit() and int(ntasks) > 1:
-        return f"a SLURM job step of {ntasks} tasks"
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    if "," in hosts:
-        return f"a TPU slice of {hosts.count(',') + 1} hosts"
-    return None
-
-
-def refuse_multihost() -> None:
-    """One run spans the devices of one process. Several processes started for one run would
-    each train all of it and overwrite each other's files, so they are refused up front."""
-    why = multihost_environment()
-    if why is not None:
-        raise ConfigError(
-            "launch",
-            why,
-            "one process per run: training one run across hosts (jax.distributed) is not "
-            "implemented yet; use one task per run (see docs/distributed.md)",
-        )
