@@ -98,3 +98,27 @@ def test_results_count_mlm_runs_bidirectionally(tmp_path, monkeypatch):
     mlm = df[df["train.objective"] == "mlm"]
     causal = df[df["train.objective"] == "causal"]
     assert (mlm["C_attention"].to_numpy() > causal["C_attention"].to_numpy()).all()
+
+
+def test_shipped_objectives_sweep_plans_every_objective_at_every_budget():
+    from pathlib import Path
+
+    from scaling.data.objectives import objective_vocab_size
+    from scaling.sweep.spec import load_spec
+
+    path = Path(__file__).resolve().parent.parent / "sweeps" / "objectives.toml"
+    header = path.read_text().split("\n\n")[0]
+    assert "Measures:" in header and "Takes:" in header and "nats per PREDICTED token" in header
+    spec = load_spec(path)
+    runs = plan(spec)
+    budgets = {r.point["budget"] for r in runs}
+    assert len(budgets) == 3
+    for objective in ("causal", "mlm", "span"):
+        mine = [r for r in runs if r.config.train.objective == objective]
+        assert {r.point["budget"] for r in mine} == budgets and len(mine) >= 3 * len(budgets)
+        for r in mine:
+            assert r.shape.vocab_size >= objective_vocab_size(objective, 256, r.shape.context)
+            achieved = flops.training_flops(
+                r.shape, r.tokens, spec.convention, causal=objective != "mlm"
+            )
+            assert abs(achieved / r.point["budget"] - 1) <= 0.05
