@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import expit
 
+from scaling.cache import enable_compilation_cache
 from scaling.errors import ConfigError, FitError
 from scaling.laws.forms import Form
 
@@ -353,6 +354,7 @@ def solve_batch(
     gathered into a smaller batch (512 times a power of two, so few programs are compiled).
     Returns raw thetas (S, P), objectives (S,), status (S,), iterations (S,).
     """
+    enable_compilation_cache()  # a new process loads the solver instead of compiling it
     kinds, lo, hi = problem.kinds_and_bounds()
     S = starts_SP.shape[0]
     # Each start (lane) carries its own weights, inputs and targets: one compiled program serves

@@ -18,7 +18,10 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from pathlib import Path
+
+from scaling.cache import compilation_cache_dir, enable_compilation_cache
+
+__all__ = ["compilation_cache_dir", "enable_compilation_cache", "prepare_process"]
 
 TCMALLOC_PATHS = (
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -117,28 +120,3 @@ def _glibc_keep_memory() -> bool:
         return ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     except (OSError, AttributeError):
         return False
-
-
-def compilation_cache_dir() -> Path | None:
-    """$SCALING_COMPILATION_CACHE (a folder, or off), else <cache dir>/jax-compilation."""
-    env = os.environ.get("SCALING_COMPILATION_CACHE")
-    if env and env.lower() in ("off", "0", "false", "no"):
-        return None
-    if env:
-        return Path(os.path.expanduser(env))
-    from scaling.train.throughput import cache_dir
-
-    return cache_dir() / "jax-compilation"
-
-
-def enable_compilation_cache() -> Path | None:
-    """Point JAX's persistent compilation cache at `compilation_cache_dir()` (once)."""
-    import jax
-
-    path = compilation_cache_dir()
-    if path is None or jax.config.jax_compilation_cache_dir:
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    return path

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling.cache import cache_dir
 from scaling.io import atomic_write_json, read_json
 
 MFU_CONVENTION = "attention"
@@ -53,14 +54,6 @@ def table_peak(device_kind: str, dtype: str) -> Peak | None:
         if key in kind:
             return Peak(ACCELERATOR_PEAKS[key][dtype], f"table:{key} {dtype}")
     return None
-
-
-def cache_dir() -> Path:
-    """$SCALING_CACHE_DIR, else $XDG_CACHE_HOME/scaling, else ~/.cache/scaling."""
-    if os.environ.get("SCALING_CACHE_DIR"):
-        return Path(os.environ["SCALING_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "scaling"
 
 
 def _cpu_model() -> str:
