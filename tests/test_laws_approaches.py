@@ -8,7 +8,7 @@ from laws_data import ALABDULMOHSIN_LANG_CSV, BNSL_CSV
 from scaling.errors import ConfigError, FitError
 from scaling.laws.backtest import backtest_curves, holdout_mask
 from scaling.laws.bnsl import extrapolation_errors
-from scaling.laws.chinchilla import approach1, approach2
+from scaling.laws.chinchilla import approach1, approach2, approach2_bootstrap, group_budgets
 from scaling.laws.forms import CHINCHILLA, KAPLAN
 from scaling.laws.kaplan import fit_kaplan, fit_power
 from scaling.laws.tables import LawData, select
@@ -43,6 +43,25 @@ def test_isoflop_and_envelope_recover_the_allocation_exponent():
     assert len(r2.diagnostics["budgets"]) == 4
     r1 = approach1(isoflop_table(points=41))
     assert abs(r1.allocation["a"] - a_true) < 0.03
+
+
+def test_approach2_bootstrap_interval_covers_the_truth_and_marks_failed_resamples():
+    a_true = TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"])
+    data = isoflop_table(points=7)
+    noisy = np.random.default_rng(1).normal(0.0, 0.004, data.loss.size)
+    data = LawData(data.loss * np.exp(noisy), data.N, data.D, data.C, data.columns)
+    labels = group_budgets(data.C)
+    groups = [np.nonzero(labels == g)[0] for g in np.unique(labels)]
+    s = approach2_bootstrap(data, groups, B=200, seed=0)
+    a = s["a"][np.isfinite(s["a"])]
+    assert a.size > 150 and np.std(a) > 1e-4  # the noise moves the minima
+    lo, hi = np.percentile(a, [2.5, 97.5])
+    assert lo < a_true < hi and hi - lo < 0.1
+    ok = np.isfinite(s["a"])
+    np.testing.assert_allclose(s["a"][ok] + s["b"][ok], 1.0, atol=1e-9)  # C = 6ND exactly
+    # a budget whose runs all lie on one side of the minimum: every resample fails there
+    one_sided = [groups[0], groups[1][:3]]
+    assert np.all(np.isnan(approach2_bootstrap(data, one_sided, B=20, seed=0)["a"]))
 
 
 def test_isoflop_window_checks():

@@ -53,3 +53,12 @@ def test_all_figures(tmp_path):
     _check(fig, tmp_path, "alloc.png")
     _check(plots.optimal_allocation(approach1(data), data), tmp_path, "env.png")
     _check(plots.residuals(data, fit), tmp_path, "res.png")
+
+
+def test_band_leaves_out_resamples_that_did_not_converge():
+    from scaling.plots.laws import _band
+
+    draws = np.random.default_rng(0).normal(size=(50, 7))
+    with_nan = np.vstack([draws, np.full((1, 7), np.nan)])
+    np.testing.assert_allclose(_band(with_nan, 0.9), _band(draws, 0.9))
+    assert _band(np.full((3, 7), np.nan), 0.9) is None

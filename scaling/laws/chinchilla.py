@@ -196,3 +196,42 @@ def approach2(
         flags,
         {"window_decades": window, "gap_decades": gap_decades, "skipped_budgets": skipped},
     )
+
+
+def budget_minimum(data: LawData, idx: np.ndarray) -> tuple[dict | None, str]:
+    """The IsoFLOP minimum of the runs `idx` (one budget, all points), or None and why not."""
+    try:
+        m, _ = isoflop_minimum(np.log(data.N[idx]), data.loss[idx], np.log(data.D[idx]), None)
+        return m, ""
+    except FitError as e:
+        return None, str(e)
+
+
+def approach2_bootstrap(
+    data: LawData, groups: list[np.ndarray], B: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Approach 2's uncertainty: resample runs within each budget (`groups`: row indices per
+    budget), refit each parabola and the power laws of N_opt and D_opt over budgets.
+
+    Returns arrays of length B: `a`, `b` (exponents), `logG_N`, `logG_D` (log intercepts);
+    NaN where a resample has fewer than 3 distinct sizes or no interior minimum at some budget.
+    """
+    rng = np.random.default_rng(seed)
+    out = {k: np.full(B, np.nan) for k in ("a", "b", "logG_N", "logG_D")}
+    logc = np.array([np.mean(np.log(data.C[idx])) for idx in groups])
+    for i in range(B):
+        logn, logd = [], []
+        for idx in groups:
+            pick = rng.choice(idx, size=idx.size, replace=True)
+            if np.unique(data.N[pick]).size < 3:
+                break
+            m, _ = budget_minimum(data, pick)
+            if m is None:
+                break
+            logn.append(np.log(m["N_opt"]))
+            logd.append(np.log(m["D_opt"]))
+        else:
+            a, log_gn = np.polyfit(logc, logn, 1)
+            b, log_gd = np.polyfit(logc, logd, 1)
+            out["a"][i], out["b"][i], out["logG_N"][i], out["logG_D"][i] = a, b, log_gn, log_gd
+    return out

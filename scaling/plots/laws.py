@@ -31,6 +31,15 @@ def _loss_label(result: FitResult) -> str:
     return f"loss ({result.columns.get('loss', 'loss')})"
 
 
+def _band(draws_SG: np.ndarray, level: float) -> np.ndarray | None:
+    """Percentile band over bootstrap draws; draws with no finite value (a resample that did
+    not converge) are left out, and no band is drawn when fewer than two remain."""
+    ok = np.isfinite(draws_SG).all(axis=1)
+    if ok.sum() < 2:
+        return None
+    return np.percentile(draws_SG[ok], [50 * (1 - level), 50 * (1 + level)], axis=0)
+
+
 def _samples(result: FitResult) -> dict[str, np.ndarray] | None:
     s = result.diagnostics.get("bootstrap", {}).get("samples")
     return {k: np.asarray(v) for k, v in s.items()} if s else None
@@ -78,7 +87,7 @@ def loss_vs_compute(data: LawData, result: FitResult, level: float = 0.95) -> Fi
                     for v in zip(*samples.values(), strict=True)
                 ]
             )
-            band = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0)
+            band = _band(draws, level)
         label = "compute-optimal frontier L(N_opt, D_opt)"
     elif result.law == "power-c":
         form = get_form("power-c")
@@ -90,7 +99,7 @@ def loss_vs_compute(data: LawData, result: FitResult, level: float = 0.95) -> Fi
                     for v in zip(*samples.values(), strict=True)
                 ]
             )
-            band = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0)
+            band = _band(draws, level)
         label = "fit L(C)"
     if curve is not None:
         ax.plot(grid, curve, color="C3", lw=2, label=label)

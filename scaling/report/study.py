@@ -22,9 +22,10 @@ from scaling.laws.chinchilla import (
     MIN_BUDGET_RUNS,
     approach1,
     approach2,
+    approach2_bootstrap,
     approach3,
+    budget_minimum,
     group_budgets,
-    isoflop_minimum,
 )
 from scaling.laws.result import FitResult
 from scaling.laws.tables import LawData, select
@@ -181,16 +182,6 @@ def _fit_approach1(study: Study) -> None:
         study.fit_errors["approach1"] = str(e)
 
 
-def _budget_minimum(data: LawData, idx: np.ndarray) -> tuple[dict | None, str]:
-    try:
-        m, _ = isoflop_minimum(
-            np.log(data.N[idx]), data.loss[idx], np.log(data.D[idx]), window=None
-        )
-        return m, ""
-    except FitError as e:
-        return None, str(e)
-
-
 def _fit_approach2(study: Study, labels: np.ndarray, bootstrap: int, seed: int) -> None:
     """IsoFLOP parabolas on the budgets that have an interior minimum; the rest are listed."""
     data = study.data
@@ -204,7 +195,7 @@ def _fit_approach2(study: Study, labels: np.ndarray, bootstrap: int, seed: int) 
                 {"C": c, "runs": int(idx.size), "reason": f"fewer than {MIN_BUDGET_RUNS} runs"}
             )
             continue
-        m, why = _budget_minimum(data, idx)
+        m, why = budget_minimum(data, idx)
         if m is None:
             study.excluded_budgets.append({"C": c, "runs": int(idx.size), "reason": why})
             continue
@@ -225,35 +216,6 @@ def _fit_approach2(study: Study, labels: np.ndarray, bootstrap: int, seed: int) 
             "used": int(np.isfinite(study.samples2["a"]).sum()),
             "intervals": ints,
         }
-
-
-def approach2_bootstrap(
-    data: LawData, groups: list[np.ndarray], B: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Resample runs within each budget, refit each parabola and the power laws over budgets.
-
-    Returns arrays of length B: `a`, `b` (exponents), `logG_N`, `logG_D` (log intercepts);
-    NaN where a resample has no interior minimum at some budget (counted in the report).
-    """
-    rng = np.random.default_rng(seed)
-    out = {k: np.full(B, np.nan) for k in ("a", "b", "logG_N", "logG_D")}
-    logc = np.array([np.mean(np.log(data.C[idx])) for idx in groups])
-    for i in range(B):
-        logn, logd = [], []
-        for idx in groups:
-            pick = rng.choice(idx, size=idx.size, replace=True)
-            if np.unique(data.N[pick]).size < 3:
-                break
-            m, _ = _budget_minimum(data, pick)
-            if m is None:
-                break
-            logn.append(np.log(m["N_opt"]))
-            logd.append(np.log(m["D_opt"]))
-        else:
-            a, log_gn = np.polyfit(logc, logn, 1)
-            b, log_gd = np.polyfit(logc, logd, 1)
-            out["a"][i], out["b"][i], out["logG_N"][i], out["logG_D"][i] = a, b, log_gn, log_gd
-    return out
 
 
 def _fit_approach3(study: Study, bootstrap: int, seed: int, starts: np.ndarray | None) -> None:
