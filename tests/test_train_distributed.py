@@ -33,6 +33,33 @@ CONFIG = {
     "checkpoint": {"every_steps": 10, "every_seconds": 0.0},
 }
 
+BATCH_SCRIPT = r"""
+import json, sys
+from scaling.train import RunConfig, distributed, loop
+plan = distributed.initialize()
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scaling.data import train_batch
+from scaling.train.mesh import make_mesh
+
+# This process's shards of one global batch: which rows, and whether they hold those rows;
+# then a jitted reduction over the whole (global) batch, through the CPU collectives.
+config = RunConfig.from_dict(json.loads(sys.argv[1]))
+tokens = loop.load_data(config).train
+batch = train_batch(tokens, seed=config.data.data_seed, step=3, batch_size=8, context=16)
+run_mesh = make_mesh(config.mesh, 8)
+arr = run_mesh.put(batch, run_mesh.batch())
+total = jax.jit(lambda x: jnp.sum(x * x), out_shardings=run_mesh.replicated())(arr)
+out = {"how": plan.how, "process": jax.process_index(), "global_shape": list(arr.shape),
+       "sum": int(total), "expected": int((batch.astype(np.int64) ** 2).sum())}
+out["shards"] = [
+    [s.index[0].start, s.index[0].stop, bool((np.asarray(s.data) == batch[s.index]).all())]
+    for s in arr.addressable_shards
+]
+print("RESULT " + json.dumps(out), flush=True)
+"""
+
 SCRIPT = r"""
 import json, sys
 from pathlib import Path
@@ -42,24 +69,9 @@ from scaling.train import RunConfig, distributed, loop, train
 jobs = json.loads(sys.argv[1])
 plan = distributed.initialize()  # from SCALING_* (train() would do it too; here: report it)
 import jax
-import numpy as np
-from scaling.data import train_batch
-from scaling.train.mesh import make_mesh
 
 out = {"how": plan.how, "process": jax.process_index(), "processes": jax.process_count(),
        "devices": jax.device_count(), "local_devices": jax.local_device_count(), "runs": {}}
-
-# This process's shards of one global batch: which rows, and whether they hold those rows.
-config = RunConfig.from_dict(jobs[0][1])
-tokens = loop.load_data(config).train
-batch = train_batch(tokens, seed=config.data.data_seed, step=3, batch_size=8, context=16)
-run_mesh = make_mesh(config.mesh, 8)
-arr = run_mesh.put(batch, run_mesh.batch())
-out["global_shape"] = list(arr.shape)
-out["shards"] = [
-    [s.index[0].start, s.index[0].stop, bool((np.asarray(s.data) == batch[s.index]).all())]
-    for s in arr.addressable_shards
-]
 
 real_check = loop.check_loss
 for name, cfg, run_dir, crash_at in jobs:
@@ -94,8 +106,10 @@ def environment(devices: int, cache: Path, **extra: str) -> dict:
     }
 
 
-def launch(jobs: list, n_processes: int, devices: int, cache: Path) -> list[dict]:
-    """Run SCRIPT as `n_processes` processes of one jax.distributed job; their RESULTs."""
+def launch(
+    jobs: list | dict, n_processes: int, devices: int, cache: Path, script: str = SCRIPT
+) -> list[dict]:
+    """Run `script` as `n_processes` processes of one jax.distributed job; their RESULTs."""
     port = free_port()
     procs = []
     for i in range(n_processes):
@@ -108,7 +122,7 @@ def launch(jobs: list, n_processes: int, devices: int, cache: Path) -> list[dict
             }
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", SCRIPT, json.dumps(jobs)],
+                [sys.executable, "-c", script, json.dumps(jobs)],
                 env=environment(devices, cache, **extra),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -184,13 +198,15 @@ def test_two_processes_train_one_run_with_the_losses_of_one_process(results):
     assert json.loads((root / "full" / "status.json").read_text())["state"] == "done"
 
 
-@pytest.mark.slow
-def test_each_process_feeds_its_own_rows_of_the_global_batch(results):
-    two, _, _ = results
+def test_each_process_feeds_its_own_rows_of_the_global_batch(tmp_path):
+    """Fast: 2 processes join, cut their shards from the same global batch, and a jitted
+    reduction over the global array (gloo collectives) sees the whole batch."""
+    two = launch(CONFIG, n_processes=2, devices=2, cache=tmp_path, script=BATCH_SCRIPT)
     rows = []
-    for r in two:
-        assert r["global_shape"] == [8, 17]
+    for i, r in enumerate(two):
+        assert (r["how"], r["process"], r["global_shape"]) == ("explicit", i, [8, 17])
         assert all(ok for _, _, ok in r["shards"])  # each shard holds the global batch's rows
+        assert r["sum"] == r["expected"]
         rows.append(sorted((start, stop) for start, stop, _ in r["shards"]))
     assert rows[0] == [(0, 2), (2, 4)] and rows[1] == [(4, 6), (6, 8)]  # disjoint, cover 0..8
 

@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from scaling.train import train
 
     outcome = train(config, out, resume=True, progress=not args.no_progress)
-    print(summary_line(outcome))
+    if distributed.is_writer():  # one summary for a run of several processes
+        print(summary_line(outcome))
     return EXIT_DIVERGED if outcome.state == "diverged" else 0
 
 
