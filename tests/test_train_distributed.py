@@ -10,6 +10,7 @@ absolute, as in test_train_mesh: only the order of float32 sums differs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -306,3 +307,70 @@ def test_a_process_already_running_jax_is_refused():
     plan = LaunchPlan("explicit", "2 processes", {"coordinator_address": "localhost:1"})
     with pytest.raises(ConfigError, match="before any other use of jax"):
         initialize(plan)
+
+
+SWEEP = """
+[base.model]
+n_heads = 2
+context = 16
+vocab_size = 64
+[base.train]
+batch_size = 4
+[design]
+kind = "grid"
+shapes = [{d_model = 16, n_layers = 1}]
+tokens = [768]
+[axes]
+"optim.lr" = [1e-3, 3e-3]
+"""  # 2 runs of 12 steps
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("submitit") is None, reason="submitit not installed (distributed)"
+)
+def test_a_sweep_job_of_two_tasks_trains_each_run_with_both(tmp_path, monkeypatch):
+    """submitit's local executor runs each job as 2 tasks (as `srun` would on a cluster): both
+    join one jax.distributed job, task 0 alone claims the run, and every run is done once."""
+    from distributed_fake_train import train_together
+
+    from scaling.io import read_jsonl
+    from scaling.sweep.executor_options import ExecutorOptions
+    from scaling.sweep.runner import run_sweep
+    from scaling.sweep.store import RunStore
+
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(SWEEP)
+    tests = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    for k, v in environment(1, tmp_path / "cache", FAKE_STEP_S="0.01").items():
+        monkeypatch.setenv(k, v)
+    options = ExecutorOptions(
+        kind="slurm", cluster="local", time_min=5, retries=0, tasks_per_node=2, pack_size=1
+    )
+    out = tmp_path / "sweep"
+    summary = run_sweep(spec, out, executor=options, train_fn=train_together, log=None)
+    assert summary.counts() == {"done": 2}
+    store = RunStore(out)
+    for r in store.run_ids():
+        run_dir = store.run_dir(r)
+        assert len(read_jsonl(run_dir / "invocations.jsonl")) == 1  # trained once
+        joined = [json.loads((run_dir / f"joined-{i}.json").read_text()) for i in (0, 1)]
+        assert all(j["ranks"] == [0, 1] and j["devices"] == 2 for j in joined)
+        assert joined[0]["pid"] != joined[1]["pid"]
+        assert not (run_dir / "lease.json").exists()
+
+
+def test_several_tasks_per_run_need_slurm_and_no_packing():
+    from scaling.sweep.executor_options import ExecutorOptions, parse_executor
+
+    ok = parse_executor({"kind": "slurm", "nodes_per_job": 2, "tasks_per_node": 4, "pack_size": 1})
+    assert (ok.nodes_per_job, ok.tasks_per_node) == (2, 4)
+    with pytest.raises(ConfigError) as e:
+        parse_executor({"kind": "slurm", "tasks_per_node": 2})  # pack_size "auto"
+    assert e.value.field == "executor.pack_size"
+    with pytest.raises(ConfigError) as e:
+        ExecutorOptions(kind="ray", nodes_per_job=2, pack_size=1)
+    assert e.value.field == "executor.nodes_per_job"
+    with pytest.raises(ConfigError) as e:
+        parse_executor({"kind": "slurm", "tasks_per_node": 0})
+    assert e.value.field == "executor.tasks_per_node"

@@ -12,6 +12,8 @@
     slurm_extra = {account = "my-lab", qos = "normal"}   # more sbatch options
     ray_address = "auto"      # ray: an existing cluster ("auto", "host:6379", "ray://host:10001")
     pack_size = "auto"        # runs of one shape trained together per job: "auto" | K (1: alone)
+    nodes_per_job = 1         # slurm: one run over several nodes / processes (jax.distributed);
+    tasks_per_node = 1        #   gpus_per_job and cpus_per_job are then per node / per task
 
 None of it changes a run's result, so none of it enters a run's id.
 """
@@ -48,6 +50,24 @@ class ExecutorOptions:
     log_dir: str | None = None
     ray_address: str | None = None
     pack_size: int | str = "auto"  # see scaling.sweep.packing
+    nodes_per_job: int = 1  # slurm: one run trained by nodes_per_job x tasks_per_node processes
+    tasks_per_node: int = 1
+
+    def __post_init__(self) -> None:
+        if self.nodes_per_job * self.tasks_per_node == 1:
+            return
+        if self.kind != "slurm":
+            raise ConfigError(
+                "executor.tasks_per_node" if self.tasks_per_node > 1 else "executor.nodes_per_job",
+                max(self.tasks_per_node, self.nodes_per_job),
+                f'1 with kind = "{self.kind}" (several processes per run: kind = "slurm")',
+            )
+        if self.pack_size != 1:
+            raise ConfigError(
+                "executor.pack_size",
+                self.pack_size,
+                "1 when a run spans several processes (nodes_per_job x tasks_per_node > 1)",
+            )
 
     def with_overrides(self, **changes: Any) -> ExecutorOptions:
         """These options with the given keys (spec-file names) replaced; None means unchanged."""
@@ -70,6 +90,8 @@ KEYS = (
     "log_dir",
     "ray_address",
     "pack_size",
+    "nodes_per_job",
+    "tasks_per_node",
 )
 
 
@@ -88,7 +110,7 @@ def _parse_fields(raw: dict) -> dict[str, Any]:
             if v not in EXECUTOR_KINDS:
                 raise ConfigError(name, v, " | ".join(EXECUTOR_KINDS))
             out["kind"] = v
-        elif key in ("workers", "cpus_per_job", "max_parallel"):
+        elif key in ("workers", "cpus_per_job", "max_parallel", "nodes_per_job", "tasks_per_node"):
             out[key] = _int(name, v, minimum=1)
         elif key in ("gpus_per_job", "retries"):
             out[key] = _int(name, v, minimum=0)

@@ -5,6 +5,10 @@ Every job calls `claim_and_train` on the shared sweep folder. A job that times o
 preempted is requeued by submitit (up to `retries` times) and resumes from its checkpoint; one
 whose node died is submitted again by the runner (up to `retries` times). `cluster = "local"`
 or `"debug"` runs the same jobs through submitit's local executors, without SLURM.
+
+A job of several tasks (`nodes_per_job` x `tasks_per_node` > 1) trains one run with all of
+them (jax.distributed, see scaling.train.distributed): task 0 claims the run and holds its
+lease; the other tasks train along once it has, and process 0 alone writes the run's files.
 """
 
 from __future__ import annotations
@@ -35,7 +39,51 @@ class RunJob:
         self.kwargs = kwargs
 
     def __call__(self, sweep_dir: str, run_id: str | list[str]) -> dict:
-        return claim_and_train(sweep_dir, run_id, **self.kwargs)
+        plan = job_launch_plan()
+        if not plan.multiprocess:
+            return claim_and_train(sweep_dir, run_id, **self.kwargs)
+        return self._train_together(plan, sweep_dir, run_id)
+
+    def _train_together(self, plan: Any, sweep_dir: str, run_id: str | list[str]) -> dict:
+        """Every task of the job trains the one run; task 0 claims it (and tells the others
+        whether it did: one broadcast), the others follow the claimed run's config."""
+        from scaling.train import distributed
+        from scaling.train.config import RunConfig
+
+        ids = [run_id] if isinstance(run_id, str) else list(run_id)
+        if len(ids) != 1:
+            raise ConfigError("executor.pack_size", len(ids), "1 for jobs of several tasks")
+        cpu = self.kwargs.get("cpu_devices")
+        if cpu and "SCALING_CPU_DEVICES" not in os.environ:
+            os.environ["SCALING_CPU_DEVICES"] = str(cpu)
+        from scaling.train.runtime import prepare_process
+
+        prepare_process(reexec=False)  # before jax starts, as claim_and_train would
+        distributed.initialize(plan)
+        import jax
+
+        train_fn = self.kwargs.get("train_fn")
+        if train_fn is None:
+            from scaling.train import train as train_fn
+        if jax.process_index() == 0:
+            started: list[bool] = []
+
+            def together(config: Any, run_dir: Any, **kw: Any) -> Any:
+                started.append(distributed.agree(True))  # the others start with us
+                return train_fn(config, run_dir, **kw)
+
+            try:
+                return claim_and_train(sweep_dir, run_id, **{**self.kwargs, "train_fn": together})
+            finally:
+                if not started:
+                    distributed.agree(False)  # not claimed: the others stop too
+        result = {"run_id": ids[0], "claimed": False, "process": jax.process_index()}
+        if not distributed.agree(False):
+            return result
+        store = RunStore(sweep_dir)
+        config = RunConfig.from_dict(store.read_run(ids[0])["config"])
+        train_fn(config, store.run_dir(ids[0]), resume=True, progress=False)
+        return {**result, "state": store.state(ids[0])}
 
     def checkpoint(self, sweep_dir: str, run_id: str | list[str]) -> Any:
         import submitit
@@ -46,6 +94,30 @@ class RunJob:
             if lease and lease.get("pid") == os.getpid():  # ours: the requeued job may claim it
                 store.release(Lease(r, lease["token"], lease["host"], lease["pid"]))
         return submitit.helpers.DelayedSubmission(self, sweep_dir, run_id)
+
+
+def job_launch_plan() -> Any:
+    """How this job's task was launched: SLURM's variables (several tasks in the job step), or
+    submitit's local executor's (cluster = "local": tasks on this machine, coordinator on
+    localhost); one task: nothing to initialize."""
+    from scaling.train.distributed import plan_launch
+
+    plan = plan_launch()
+    if plan.multiprocess:
+        return plan
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        n, rank, job_id = env.num_tasks, env.global_rank, env.job_id
+    except Exception:  # not inside a submitit job
+        return plan
+    if n <= 1:
+        return plan
+    digits = "".join(c for c in str(job_id) if c.isdigit()) or "0"
+    port = int(digits) % 4096 + 61440  # as JAX picks for SLURM: one port per job
+    host = "localhost" if env.cluster == "local" else env.hostnames[0]
+    return plan_launch(coordinator=f"{host}:{port}", num_processes=n, process_id=rank)
 
 
 class SlurmLauncher:
@@ -83,8 +155,8 @@ class SlurmLauncher:
             "timeout_min": options.time_min,
             "cpus_per_task": options.cpus_per_job,
             "gpus_per_node": options.gpus_per_job,
-            "tasks_per_node": 1,
-            "nodes": 1,
+            "tasks_per_node": options.tasks_per_node,
+            "nodes": options.nodes_per_job,
         }
         if options.mem_gb is not None:
             params["mem_gb"] = options.mem_gb
@@ -126,12 +198,13 @@ class SlurmLauncher:
         try:
             if not job.done():
                 return None
-            if self.options.cluster != "debug" and not job.paths.result_pickle.exists():
+            main = job.task(0) if job.num_tasks > 1 else job  # several tasks: task 0 claims
+            if self.options.cluster != "debug" and not main.paths.result_pickle.exists():
                 first = self.ended_at.setdefault(job.job_id, time.monotonic())
                 if time.monotonic() - first < self.grace_s:
                     return None
                 return JobEnd(error=f"slurm job {job.job_id} ended ({job.state}) without a result")
-            return JobEnd(result=job.result())
+            return JobEnd(result=main.result())
         except Exception as e:  # the job failed (node failure, cancelled, out of memory, ...)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             return JobEnd(error=f"slurm job {job.job_id} failed: {first[:300]}")
