@@ -12,7 +12,12 @@ every step, as in training.
 
     .venv/bin/python benchmarks/packing.py [--quick] [--seconds 4] [--d-models 64,128,256]
         [--ks 1,2,4,8,16] [--batch 8] [--context 256] [--dtype float32] [--out rows.json]
+        [--record]
     # other shapes: --shapes d_model:n_layers:n_heads,...  (e.g. 768:12:12)
+
+`--record` caches the measured speedups for the sweep runner's "auto" pack size
+(scaling.sweep.packing: it packs a shape only where a measurement on this machine, at the
+nearest measured size, shows at least a 1.2x aggregate speedup; without one a CPU runs alone).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--out", default="", help="write raw rows (JSON) here")
     p.add_argument("--no-tuning", action="store_true", help="SCALING_RUNTIME=off")
+    p.add_argument(
+        "--record", action="store_true", help="cache the speedups for the sweep's auto pack size"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.context, args.seconds = 4, 128, 3.0
@@ -227,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_flops": peak.flops,
                 "peak_source": peak.source,
                 "device": dev.device_kind,
+                "platform": dev.platform,
                 "n_devices": len(jax.devices()),
             }
             rows.append(row)
@@ -238,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.out:
                 atomic_write_json(args.out, rows)
+    if args.record and rows:
+        from scaling.sweep.packing import MEASUREMENTS_FILE, record_measurements
+        from scaling.train.throughput import cache_dir
+
+        record_measurements(rows)
+        print(f"recorded {len(rows)} speedups in {cache_dir() / MEASUREMENTS_FILE}")
     if not math.isfinite(peak.flops):
         print(f"note: no peak for this device ({peak.source}); MFU is nan")
     return 0
