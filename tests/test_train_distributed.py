@@ -75,8 +75,11 @@ out = {"how": plan.how, "process": jax.process_index(), "processes": jax.process
        "devices": jax.device_count(), "local_devices": jax.local_device_count(), "runs": {}}
 
 real_check = loop.check_loss
+out["guard_inputs"] = guard_inputs = {}
 for name, cfg, run_dir, crash_at in jobs:
-    def check(guards, state, step, loss, crash_at=crash_at):
+    guard_inputs[name] = []
+    def check(guards, state, step, loss, crash_at=crash_at, seen=guard_inputs[name]):
+        seen.append([step, loss])  # what this process's guard judges
         if crash_at and step == crash_at:
             raise RuntimeError("simulated crash")
         return real_check(guards, state, step, loss)
@@ -193,6 +196,11 @@ def test_two_processes_train_one_run_with_the_losses_of_one_process(results):
     assert [r[0] for r in reference] == [5, 12, 20] and reference[-1][2] < reference[0][2]
     for r in two:  # both processes return the run's rows, equal to one process's
         assert_close(losses(r["runs"]["full"]), reference)
+    # each process's guard judged bit-identical losses, so they decide alike
+    guard_inputs = [r["guard_inputs"]["full"] for r in two]
+    assert [s for s, _ in guard_inputs[0]] == list(range(1, 21))
+    assert guard_inputs[0] == guard_inputs[1]
+    assert two[0]["runs"]["full"][-1]["peak_source"].endswith("x 2 processes")
     # one writer: each evaluation row once, the run done
     rows = [json.loads(x) for x in (root / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 12, 20]

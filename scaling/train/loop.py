@@ -189,7 +189,7 @@ class _Run:
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
         from scaling.train.step import init_params, make_eval_step, make_train_step
-        from scaling.train.throughput import MFU_CONVENTION, device_peak, mfu
+        from scaling.train.throughput import MFU_CONVENTION, Peak, device_peak, mfu
 
         enable_compilation_cache()
         several = distributed.process_count() > 1
@@ -263,6 +263,9 @@ class _Run:
             out_shardings=replicated,
         )
         peak = device_peak(cfg.train.compute_dtype)
+        if several:  # tokens/s are the whole run's: count every process's devices (alike)
+            n_proc = distributed.process_count()
+            peak = Peak(peak.flops * n_proc, f"{peak.source} x {n_proc} processes")
         fpt = flops.flops_per_token(shape, MFU_CONVENTION, causal=causal)
         evals = set(eval_steps(cfg))
         ck_steps, ck_secs = cfg.checkpoint.every_steps, cfg.checkpoint.every_seconds
