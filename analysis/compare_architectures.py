@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.errors import ScalingError
+from scaling.errors import ConfigError, ScalingError
 from scaling.io import atomic_write_json, atomic_write_text
 from scaling.laws.compare import FRONTIERS, OFFSETS, CompareOptions, compare, group_labels
 from scaling.laws.tables import load_table
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-loss", type=float, default=None, help="L* for the multipliers")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default=None, help="comma-separated groups to keep (default all)")
     ap.add_argument("--no-nd", action="store_true", help="skip the L(N, D) fits")
     ap.add_argument("--out", default="analysis/out/compare", help="folder for table, JSON, PNG")
     args = ap.parse_args(argv)
@@ -66,6 +67,13 @@ def _run(args: argparse.Namespace) -> int:
         nd=not args.no_nd,
     )
     df = load_table(args.data)
+    if args.only:
+        keep = [g.strip() for g in args.only.split(",") if g.strip()]
+        labels = group_labels(df, opts.by)
+        unknown = sorted(set(keep) - set(labels.dropna()))
+        if unknown:
+            raise ConfigError("--only", unknown[0], ", ".join(sorted(set(labels.dropna()))))
+        df = df[labels.isin(keep)].reset_index(drop=True)
     t0 = time.perf_counter()
     result = compare(df, opts)
     seconds = time.perf_counter() - t0

@@ -175,6 +175,9 @@ def group_runs(df: pd.DataFrame, opts: CompareOptions) -> list[GroupRuns]:
 def group_labels(df: pd.DataFrame, by: str) -> pd.Series:
     """Each row's group, with a results table's left-out defaults filled in (objective causal)."""
     if by not in df.columns:
+        if by not in COLUMN_DEFAULTS:
+            shown = ", ".join(map(str, list(df.columns)[:30]))
+            raise DataError(f"column {by!r} (--by) not in the table; available: {shown}")
         return pd.Series(COLUMN_DEFAULTS[by], index=df.index)
     labels = df[by].astype(object)
     missing = labels.isna()
