@@ -382,3 +382,15 @@ def test_several_tasks_per_run_need_slurm_and_no_packing():
     with pytest.raises(ConfigError) as e:
         parse_executor({"kind": "slurm", "tasks_per_node": 0})
     assert e.value.field == "executor.tasks_per_node"
+
+
+def test_scaling_train_refuses_bad_process_settings_in_one_line(tmp_path, capsys):
+    from scaling.cli.main import main
+
+    base = ["train", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main([*base, "--coordinator", "host0", "--num-processes", "2", "--process-id", "0"]) == 2
+    assert "coordinator = 'host0' is invalid" in capsys.readouterr().err
+    assert main([*base, "--coordinator", "host0:1", "--num-processes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "process_id missing" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing written
