@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scaling.cli.train",
     "scaling.cli.report",
     "scaling.cli.fit",
+    "scaling.cli.coordcheck",
 )
 
 

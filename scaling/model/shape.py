@@ -33,6 +33,13 @@ class ModelShape:
     `window` (`local`: keys per query, default 64) and `n_features` (`performer`: random
     features per head, default round(head_dim * ln(head_dim)), at least head_dim). Unset
     fields are left out of `to_dict`, so configs of the other variants are unchanged by them.
+
+    `parametrization` (`scaling.model.parametrization`): `sp` (standard, the default), `mup`
+    (needs `base_d_model`) or `mup-depth` (needs `base_d_model` and `base_n_layers`). The base
+    shape is this shape at the base width and depth (same heads, MLP ratio, vocabulary);
+    multipliers are ratios against it, so the model at its base shape is the `sp` model. `sp`
+    accepts and ignores a base, so a sweep can cross parametrizations over one base. These
+    fields are left out of `to_dict` while all are at their defaults (sp, no base).
     """
 
     d_model: int
@@ -47,6 +54,9 @@ class ModelShape:
     qk_norm: bool = False
     window: int | None = None
     n_features: int | None = None
+    parametrization: str = "sp"
+    base_d_model: int | None = None
+    base_n_layers: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "vocab_size", "context", "mlp_multiple_of"):
@@ -77,6 +87,30 @@ class ModelShape:
                 raise ConfigError(name, v, f"unset (none) unless variant = {owner}")
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(name, v, "a positive integer (or none for the default)")
+        self._check_parametrization()
+
+    def _check_parametrization(self) -> None:
+        from scaling.model.parametrization import PARAMETRIZATIONS
+
+        p = self.parametrization
+        if p not in PARAMETRIZATIONS:
+            raise ConfigError("parametrization", p, " | ".join(PARAMETRIZATIONS))
+        for name in ("base_d_model", "base_n_layers"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise ConfigError(name, v, "a positive integer (or none)")
+        needs = {"mup": ("base_d_model",), "mup-depth": ("base_d_model", "base_n_layers")}
+        for name in needs.get(p, ()):
+            if getattr(self, name) is None:
+                raise ConfigError(name, None, f"a positive integer (parametrization = {p})")
+        b = self.base_d_model
+        if b is not None:
+            if b % self.n_heads:
+                raise ConfigError(
+                    "base_d_model", b, f"a multiple of n_heads={self.n_heads} (same heads)"
+                )
+            if self.variant in ROTARY_VARIANTS and (b // self.n_heads) % 2:
+                raise ConfigError("base_d_model", b, "a value giving an even base head_dim")
 
     @property
     def head_dim(self) -> int:
@@ -131,6 +165,13 @@ class ModelShape:
         d = dataclasses.asdict(self)
         for name in ("window", "n_features"):
             if d[name] is None:
+                del d[name]
+        if (
+            self.parametrization == "sp"
+            and self.base_d_model is None
+            and self.base_n_layers is None
+        ):
+            for name in ("parametrization", "base_d_model", "base_n_layers"):
                 del d[name]
         return d
 

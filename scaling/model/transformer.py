@@ -13,6 +13,12 @@ and jitted (or vmapped over stacked states) as a pure function.
 
 Every parameter created here is counted by `scaling.flops.param_counts`; a test asserts the
 two agree exactly, so a change here needs the same change there.
+
+Parameterizations (`shape.parametrization`): the initialisation scales, the attention-logit
+scale, the residual-branch multiplier and the output-logit multiplier are read from the table
+in `scaling.model.parametrization`; each is applied only when it is not exactly 1, so `sp`
+computes exactly what it computed before they existed. `model(tokens, taps={})` also records
+the RMS of the activations a coordinate check follows (`scaling.model.coordcheck`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.model.parametrization import multiplier
 from scaling.model.shape import ModelShape
 
 INIT_STD = 0.02
@@ -36,6 +43,21 @@ FAVOR_CHUNK = 64  # causal FAVOR+: tokens per chunk (quadratic inside, prefix su
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float) -> nnx.Param:
     return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+
+
+def rms(x: jax.Array) -> jax.Array:
+    """Root mean square of all entries (float32): the size of a typical coordinate."""
+    return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
+
+
+def _hidden_std(shape: ModelShape, fan_in: str, *, branch_out: bool = False) -> float:
+    """Init std of a block matrix: GPT-2's (0.02; output projections 0.02/sqrt(2 n_layers))
+    times the parametrization's width (and, for output projections, depth) multipliers."""
+    std = INIT_STD / math.sqrt(2 * shape.n_layers) if branch_out else INIT_STD
+    std *= multiplier(shape, "hidden.init_std", fan_in)
+    if branch_out:
+        std *= multiplier(shape, "branch_out.init_std")
+    return std
 
 
 class Norm(nnx.Module):
@@ -88,19 +110,24 @@ def softmax_attention(
     *,
     causal: bool = True,
     window: int | None = None,
+    logit_mult: float = 1.0,
 ) -> jax.Array:
     """Softmax attention; with `window`, a query sees only keys less than `window` positions
-    away (itself and the window - 1 before it when causal; either side when not).
+    away (itself and the window - 1 before it when causal; either side when not). Scores are
+    q·k/sqrt(head_dim), times `logit_mult` when it is not 1 (muP: sqrt(base head_dim)/head_dim
+    overall).
 
     Causal with window < T runs blockwise (`_local_attention`, O(T·window)); otherwise one
     masked T×T matrix, so a window >= T is exactly full attention.
     """
     T, K = q_BTHK.shape[1], q_BTHK.shape[3]
     if causal and window is not None and window < T:
-        return _local_attention(q_BTHK, k_BTHK, v_BTHK, window)
+        return _local_attention(q_BTHK, k_BTHK, v_BTHK, window, logit_mult)
     scores_BHTS = jnp.einsum(
         "bthk,bshk->bhts", q_BTHK, k_BTHK, preferred_element_type=jnp.float32
     ) / math.sqrt(K)
+    if logit_mult != 1.0:
+        scores_BHTS = scores_BHTS * logit_mult
     t, s = jnp.arange(T)[:, None], jnp.arange(T)[None, :]
     mask_TS = (s <= t) if causal else None
     if window is not None and window < T:  # bidirectional band (causal case returned above)
@@ -109,7 +136,7 @@ def softmax_attention(
 
 
 def _local_attention(
-    q_BTHK: jax.Array, k_BTHK: jax.Array, v_BTHK: jax.Array, window: int
+    q_BTHK: jax.Array, k_BTHK: jax.Array, v_BTHK: jax.Array, window: int, logit_mult: float = 1.0
 ) -> jax.Array:
     """Causal sliding-window attention by blocks of W = window queries, each attending to its
     own block and the one before (2W keys, masked to the W it may see): 8·W·d FLOPs per token
@@ -131,6 +158,8 @@ def _local_attention(
     scores_BHNWS = jnp.einsum(
         "bnqhk,bnshk->bhnqs", q_BNWHK, k_BNSHK, preferred_element_type=jnp.float32
     ) / math.sqrt(K)
+    if logit_mult != 1.0:
+        scores_BHNWS = scores_BHNWS * logit_mult
     # Query i of block b is at b·W + i, key j at (b-1)·W + j: it sees j in (i, i + W], and no
     # key before position 0 (block 0's "previous" block is padding).
     i, j = jnp.arange(W)[:, None], jnp.arange(2 * W)[None, :]
@@ -163,7 +192,9 @@ def feature_projection(layer: int, n_features: int, head_dim: int) -> np.ndarray
     return w
 
 
-def favor_features(x_BTHK: jax.Array, w_MK: jax.Array, *, query: bool) -> jax.Array:
+def favor_features(
+    x_BTHK: jax.Array, w_MK: jax.Array, *, query: bool, logit_mult: float = 1.0
+) -> jax.Array:
     """Positive random features phi(x) = exp(w·x - |x|²/2) of x / K^(1/4), so that
     E[phi(q)·phi(k)] = exp(q·k / sqrt(K)), float32 [B,T,H,M].
 
@@ -171,10 +202,13 @@ def favor_features(x_BTHK: jax.Array, w_MK: jax.Array, *, query: bool) -> jax.Ar
     product is unchanged), and each query's features are divided by their largest (a factor
     that cancels in the normalized attention): queries lie in (0, 1], keys below
     exp(|w_j|²/4) ~ exp(K/4), finite in float32 for head_dim up to ~300.
-    The constant 1/sqrt(M) cancels too and is left out.
+    The constant 1/sqrt(M) cancels too and is left out. With `logit_mult` (muP) != 1, x is
+    also scaled by sqrt(logit_mult), so the kernel is exp(logit_mult · q·k / sqrt(K)).
     """
     K = x_BTHK.shape[-1]
     x = x_BTHK.astype(jnp.float32) * K**-0.25
+    if logit_mult != 1.0:
+        x = x * math.sqrt(logit_mult)
     proj_BTHM = jnp.einsum("bthk,mk->bthm", x, w_MK)
     quarter_w2_M = 0.25 * jnp.sum(jnp.square(w_MK), axis=-1)
     e = proj_BTHM - 0.5 * jnp.sum(jnp.square(x), axis=-1, keepdims=True)
@@ -187,7 +221,13 @@ def favor_features(x_BTHK: jax.Array, w_MK: jax.Array, *, query: bool) -> jax.Ar
 
 
 def favor_attention(
-    q_BTHK: jax.Array, k_BTHK: jax.Array, v_BTHK: jax.Array, w_MK: jax.Array, *, causal: bool = True
+    q_BTHK: jax.Array,
+    k_BTHK: jax.Array,
+    v_BTHK: jax.Array,
+    w_MK: jax.Array,
+    *,
+    causal: bool = True,
+    logit_mult: float = 1.0,
 ) -> jax.Array:
     """FAVOR+ linear attention (Choromanski et al. 2021): softmax attention's weights
     exp(q·k/sqrt(K)) replaced by phi(q)·phi(k), so y_t = phi(q_t)·S_t / phi(q_t)·z_t with
@@ -198,8 +238,8 @@ def favor_attention(
     chunks' states across. Bidirectional: one sum over all keys. float32 throughout.
     """
     B, T, H, K = q_BTHK.shape
-    pq_BTHM = favor_features(q_BTHK, w_MK, query=True)
-    pk_BTHM = favor_features(k_BTHK, w_MK, query=False)
+    pq_BTHM = favor_features(q_BTHK, w_MK, query=True, logit_mult=logit_mult)
+    pk_BTHM = favor_features(k_BTHK, w_MK, query=False, logit_mult=logit_mult)
     ones = jnp.ones((B, T, H, 1), jnp.float32)
     v_BTHJ = jnp.concatenate([v_BTHK.astype(jnp.float32), ones], axis=-1)  # J = K + 1
     if not causal:
@@ -238,15 +278,18 @@ class Attention(nnx.Module):
         self.window = shape.attention_window
         self.n_features = shape.features
         self.layer = layer
+        self.logit_mult = multiplier(shape, "attention.logit_scale")
         bias = shape.biases
-        self.w_qkv = _normal(rngs, (d, 3, H, K), INIT_STD)
+        self.w_qkv = _normal(rngs, (d, 3, H, K), _hidden_std(shape, "d_model"))
         self.b_qkv = nnx.Param(jnp.zeros((3, H, K), jnp.float32)) if bias else None
-        self.w_out = _normal(rngs, (H, K, d), INIT_STD / math.sqrt(2 * shape.n_layers))
+        self.w_out = _normal(rngs, (H, K, d), _hidden_std(shape, "d_model", branch_out=True))
         self.b_out = nnx.Param(jnp.zeros((d,), jnp.float32)) if bias else None
         self.q_norm = Norm(K, shape.norm) if shape.qk_norm else None
         self.k_norm = Norm(K, shape.norm) if shape.qk_norm else None
 
-    def __call__(self, x_BTD: jax.Array, *, causal: bool = True) -> jax.Array:
+    def __call__(
+        self, x_BTD: jax.Array, *, causal: bool = True, taps: dict | None = None
+    ) -> jax.Array:
         cd = self.compute_dtype
         qkv = jnp.einsum("btd,dchk->cbthk", x_BTD, self.w_qkv[...].astype(cd))
         if self.b_qkv is not None:
@@ -256,11 +299,17 @@ class Attention(nnx.Module):
             q_BTHK, k_BTHK = self.q_norm(q_BTHK), self.k_norm(k_BTHK)
         if self.rotary:
             q_BTHK, k_BTHK = rotary(q_BTHK), rotary(k_BTHK)
+        mult = self.logit_mult
+        if taps is not None:  # the logits softmax attention sees (FAVOR+ approximates exp of)
+            s = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTHK, preferred_element_type=jnp.float32)
+            taps[f"attn_logits.{self.layer}"] = rms(s / math.sqrt(self.head_dim) * mult)
         if self.n_features is not None:
             w_MK = jnp.asarray(feature_projection(self.layer, self.n_features, self.head_dim))
-            y_BTHK = favor_attention(q_BTHK, k_BTHK, v_BTHK, w_MK, causal=causal)
+            y_BTHK = favor_attention(q_BTHK, k_BTHK, v_BTHK, w_MK, causal=causal, logit_mult=mult)
         else:
-            y_BTHK = softmax_attention(q_BTHK, k_BTHK, v_BTHK, causal=causal, window=self.window)
+            y_BTHK = softmax_attention(
+                q_BTHK, k_BTHK, v_BTHK, causal=causal, window=self.window, logit_mult=mult
+            )
         y_BTD = jnp.einsum("bthk,hkd->btd", y_BTHK, self.w_out[...].astype(cd))
         if self.b_out is not None:
             y_BTD = y_BTD + self.b_out[...].astype(cd)
@@ -274,12 +323,13 @@ class MLP(nnx.Module):
         d, f = shape.d_model, shape.d_ff
         self.swiglu = shape.swiglu
         self.compute_dtype = compute_dtype
-        out_std = INIT_STD / math.sqrt(2 * shape.n_layers)
+        in_std = _hidden_std(shape, "d_model")
+        out_std = _hidden_std(shape, "d_ff", branch_out=True)
         if self.swiglu:
-            self.w_in = _normal(rngs, (d, 2, f), INIT_STD)  # gate and up projections, fused
+            self.w_in = _normal(rngs, (d, 2, f), in_std)  # gate and up projections, fused
             self.b_in = None
         else:
-            self.w_in = _normal(rngs, (d, f), INIT_STD)
+            self.w_in = _normal(rngs, (d, f), in_std)
             self.b_in = nnx.Param(jnp.zeros((f,), jnp.float32))
         self.w_out = _normal(rngs, (f, d), out_std)
         self.b_out = None if self.swiglu else nnx.Param(jnp.zeros((d,), jnp.float32))
@@ -300,26 +350,41 @@ class MLP(nnx.Module):
 
 class Block(nnx.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); `palm`'s parallel
-    block: x + attn(norm(x)) + mlp(norm(x)) with one norm."""
+    block: x + attn(norm(x)) + mlp(norm(x)) with one norm. Under `mup-depth` each branch is
+    multiplied by sqrt(base_n_layers / n_layers) before it is added."""
 
     def __init__(self, shape: ModelShape, layer: int, *, rngs: nnx.Rngs, compute_dtype: jnp.dtype):
+        self.layer = layer
+        self.branch_mult = multiplier(shape, "branch.forward")
         self.parallel = shape.parallel
         self.norm_attn = Norm(shape.d_model, shape.norm)
         self.attn = Attention(shape, layer, rngs=rngs, compute_dtype=compute_dtype)
         self.norm_mlp = None if self.parallel else Norm(shape.d_model, shape.norm)
         self.mlp = MLP(shape, rngs=rngs, compute_dtype=compute_dtype)
 
-    def __call__(self, x_BTD: jax.Array, *, causal: bool = True) -> jax.Array:
+    def __call__(
+        self, x_BTD: jax.Array, *, causal: bool = True, taps: dict | None = None
+    ) -> jax.Array:
+        r = self.branch_mult
         if self.parallel:
             h_BTD = self.norm_attn(x_BTD)
-            return x_BTD + self.attn(h_BTD, causal=causal) + self.mlp(h_BTD)
-        x_BTD = x_BTD + self.attn(self.norm_attn(x_BTD), causal=causal)
-        return x_BTD + self.mlp(self.norm_mlp(x_BTD))
+            branch_BTD = self.attn(h_BTD, causal=causal, taps=taps) + self.mlp(h_BTD)
+            x_BTD = x_BTD + (branch_BTD if r == 1.0 else branch_BTD * r)
+        else:
+            a_BTD = self.attn(self.norm_attn(x_BTD), causal=causal, taps=taps)
+            x_BTD = x_BTD + (a_BTD if r == 1.0 else a_BTD * r)
+            m_BTD = self.mlp(self.norm_mlp(x_BTD))
+            x_BTD = x_BTD + (m_BTD if r == 1.0 else m_BTD * r)
+        if taps is not None:
+            taps[f"block.{self.layer}"] = rms(x_BTD)
+        return x_BTD
 
 
 class Transformer(nnx.Module):
     """Language model: `model(tokens_BT int32) -> logits_BTV float32`; causal unless called
-    with causal=False (bidirectional, for masked-token objectives)."""
+    with causal=False (bidirectional, for masked-token objectives). With a dict `taps`, the
+    RMS of the embeddings (`embed`), each layer's attention logits (`attn_logits.i`), each
+    block's output (`block.i`) and the logits (`logits`) are written into it."""
 
     def __init__(self, shape: ModelShape, *, rngs: nnx.Rngs, compute_dtype=jnp.float32):
         self.shape = shape
@@ -335,8 +400,11 @@ class Transformer(nnx.Module):
         )
         self.norm_final = Norm(d, shape.norm)
         self.head = None if shape.tied_embeddings else _normal(rngs, (d, V), INIT_STD)
+        self.logit_mult = multiplier(shape, "readout.forward")
 
-    def __call__(self, tokens_BT: jax.Array, *, causal: bool = True) -> jax.Array:
+    def __call__(
+        self, tokens_BT: jax.Array, *, causal: bool = True, taps: dict | None = None
+    ) -> jax.Array:
         seq_len = tokens_BT.shape[1]
         if seq_len > self.shape.context:
             raise ValueError(f"sequence length {seq_len} exceeds context {self.shape.context}")
@@ -345,11 +413,20 @@ class Transformer(nnx.Module):
         if self.pos_embed is not None:
             x_BTD = x_BTD + self.pos_embed[...][:seq_len]
         x_BTD = x_BTD.astype(cd)
+        if taps is not None:
+            taps["embed"] = rms(x_BTD)
         for block in self.blocks:
-            x_BTD = block(x_BTD, causal=causal)
+            x_BTD = block(x_BTD, causal=causal, taps=taps)
         x_BTD = self.norm_final(x_BTD)
         w_DV = self.embed[...].T if self.head is None else self.head[...]
-        return jnp.einsum("btd,dv->btv", x_BTD, w_DV.astype(cd), preferred_element_type=jnp.float32)
+        logits_BTV = jnp.einsum(
+            "btd,dv->btv", x_BTD, w_DV.astype(cd), preferred_element_type=jnp.float32
+        )
+        if self.logit_mult != 1.0:
+            logits_BTV = logits_BTV * self.logit_mult
+        if taps is not None:
+            taps["logits"] = rms(logits_BTV)
+        return logits_BTV
 
 
 def make_model(shape: ModelShape, seed: int, compute_dtype=jnp.float32) -> Transformer:

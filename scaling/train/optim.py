@@ -3,6 +3,9 @@
 The step multiplies AdamW's unit-rate update by `lr`, computed on the host from the schedule;
 so the learning rate can differ across `jax.vmap`-packed runs without recompiling. Weight
 decay applies only to matrices: norms, biases and embeddings are masked out by parameter path.
+Under muP (`model.parametrization`), each parameter's update is also multiplied by its Adam
+learning-rate multiplier from `scaling.model.parametrization` (weight decay included, as with
+the `mup` package's MuAdamW); under `sp` that step is left out.
 """
 
 from __future__ import annotations
@@ -70,8 +73,34 @@ def _key_name(k: Any) -> str:
     return str(k)
 
 
+def lr_multipliers(config: RunConfig, params: Any) -> Any:
+    """A pytree of floats like `params`: each parameter's Adam learning-rate multiplier."""
+    from scaling.model.parametrization import lr_multiplier
+
+    shape = config.model
+
+    def mult(path: tuple, _: Any) -> float:
+        names = [_key_name(k) for k in path]
+        if names and names[-1] == "value":  # an nnx Variable's array: the path is its owner's
+            names = names[:-1]
+        return lr_multiplier(shape, "/".join(names))
+
+    return jax.tree_util.tree_map_with_path(mult, params)
+
+
+def scale_by_lr_multipliers(config: RunConfig) -> optax.GradientTransformation:
+    """Multiply each parameter's update by its muP learning-rate multiplier (a constant)."""
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        mults = lr_multipliers(config, updates)
+        return jax.tree.map(lambda u, m: u if m == 1.0 else u * m, updates, mults), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(config: RunConfig) -> optax.GradientTransformation:
-    """Clip by global norm, then AdamW at unit learning rate (the step scales by `lr`).
+    """Clip by global norm, then AdamW at unit learning rate (the step scales by `lr`), then
+    the parametrization's per-parameter multipliers (not under `sp`).
 
     optax's AdamW multiplies weight decay by the learning rate too, so scaling the unit-rate
     update by `lr` is exactly AdamW at rate `lr`.
@@ -90,4 +119,6 @@ def make_optimizer(config: RunConfig) -> optax.GradientTransformation:
             mask=decay_mask,
         )
     )
+    if config.model.parametrization != "sp":
+        parts.append(scale_by_lr_multipliers(config))
     return optax.chain(*parts)
