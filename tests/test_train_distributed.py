@@ -60,6 +60,7 @@ out["shards"] = [
 ]
 print("RESULT " + json.dumps(out), flush=True)
 """
+CLOCK_CONFIG = {**CONFIG, "checkpoint": {"every_steps": 0, "every_seconds": 1e-6}}
 
 SCRIPT = r"""
 import json, sys
@@ -70,6 +71,12 @@ from scaling.train import RunConfig, distributed, loop, train
 jobs = json.loads(sys.argv[1])
 plan = distributed.initialize()  # from SCALING_* (train() would do it too; here: report it)
 import jax
+import time
+
+class FrozenClock:
+    @staticmethod
+    def perf_counter():
+        return 0.0
 
 out = {"how": plan.how, "process": jax.process_index(), "processes": jax.process_count(),
        "devices": jax.device_count(), "local_devices": jax.local_device_count(), "runs": {}}
@@ -84,6 +91,9 @@ for name, cfg, run_dir, crash_at in jobs:
             raise RuntimeError("simulated crash")
         return real_check(guards, state, step, loss)
     loop.check_loss = check
+    # "clock": process 1's clock stands still, so only process 0 sees checkpoints come due
+    # (every_seconds); without agreeing on them, process 0 would save alone and hang.
+    loop.time = FrozenClock if name == "clock" and jax.process_index() == 1 else time
     try:
         out["runs"][name] = train(RunConfig.from_dict(cfg), Path(run_dir)).rows
     except RuntimeError as e:
@@ -154,6 +164,7 @@ def results(tmp_path_factory):
     two = launch(
         [
             ["full", CONFIG, str(root / "full"), None],
+            ["clock", CLOCK_CONFIG, str(root / "clock"), None],
             ["crashed", {**CONFIG, "mesh": {"data": 2, "fsdp": 2}}, str(root / "resumed"), 15],
         ],
         n_processes=2,
@@ -205,6 +216,17 @@ def test_two_processes_train_one_run_with_the_losses_of_one_process(results):
     rows = [json.loads(x) for x in (root / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 12, 20]
     assert json.loads((root / "full" / "status.json").read_text())["state"] == "done"
+
+
+@pytest.mark.slow
+def test_clock_based_checkpoints_are_process_0s_decision(results):
+    two, one, root = results
+    reference = losses(one["runs"]["one"])
+    for r in two:  # process 1's clock stood still: it followed process 0's saves, no hang
+        assert_close(losses(r["runs"]["clock"]), reference)
+        steps = [s for s, _ in r["guard_inputs"]["clock"]]
+        assert steps == list(range(1, 21))
+    assert (root / "clock" / "checkpoint" / "20").is_dir()
 
 
 def test_each_process_feeds_its_own_rows_of_the_global_batch(tmp_path):
