@@ -2,6 +2,11 @@
 
 Orbax writes each step into a temporary folder and renames it when complete, so a process
 killed mid-save leaves the previous checkpoint usable. Only the latest checkpoint is kept.
+
+A run of several processes (jax.distributed): every process calls save and restore with the
+same step; orbax writes each process's shards and has process 0 write the metadata and the
+host dict, with its own barriers. The run folder must be on storage all processes see. A
+checkpoint restores onto any number of processes and devices (into the target's shardings).
 """
 
 from __future__ import annotations
