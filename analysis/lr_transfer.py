@@ -47,16 +47,20 @@ class Optimum:
         return 2.0**self.log2_opt
 
 
-def curves(df: pd.DataFrame) -> dict[tuple[str, int], pd.DataFrame]:
-    """Final eval loss by learning rate for each (parametrization, width); diverged -> nan."""
+def curves(df: pd.DataFrame, seed: int | None = None) -> dict[tuple[str, int], pd.DataFrame]:
+    """Final eval loss by learning rate for each (parametrization, width): the mean over init
+    seeds (only `seed`'s run when given); nan where a run diverged (in any seed)."""
     df = df.copy()
     if "model.parametrization" not in df.columns:
         df["model.parametrization"] = "sp"
     df["model.parametrization"] = df["model.parametrization"].fillna("sp")
     df.loc[df["state"] != "done", "eval_loss"] = math.nan
+    if seed is not None:
+        df = df[df["train.init_seed"] == seed]
     out = {}
     for (p, w), g in df.groupby(["model.parametrization", "model.d_model"]):
-        out[(str(p), int(w))] = g.sort_values("optim.lr")[["optim.lr", "eval_loss", "run_id"]]
+        mean = g.groupby("optim.lr")["eval_loss"].agg(lambda v: v.mean(skipna=False))
+        out[(str(p), int(w))] = mean.rename("eval_loss").reset_index()
     return out
 
 
@@ -122,19 +126,23 @@ def table(optima: dict[str, list[Optimum]], grid_step: float) -> str:
 
 def same_at_base(df: pd.DataFrame) -> str | None:
     """Where the sweep has mup runs at their base width: the largest |loss difference| from the
-    sp runs of the same width and learning rate (0 when they are the same model)."""
+    sp runs of the same width, learning rate and seed (0 when they are the same model)."""
     if "model.base_d_model" not in df.columns or "model.parametrization" not in df.columns:
         return None
     at = df[df["model.d_model"] == df["model.base_d_model"]]
-    sp = at[at["model.parametrization"] == "sp"].set_index("optim.lr")["eval_loss"]
-    mu = at[at["model.parametrization"] == "mup"].set_index("optim.lr")["eval_loss"]
+    key = ["optim.lr", "train.init_seed"]
+    sp = at[at["model.parametrization"] == "sp"].set_index(key)["eval_loss"]
+    mu = at[at["model.parametrization"] == "mup"].set_index(key)["eval_loss"]
     both = sp.index.intersection(mu.index)
     if both.empty:
         return None
-    diff = float(np.nanmax(np.abs(sp[both].to_numpy() - mu[both].to_numpy())))
+    diff = np.abs(sp[both].to_numpy() - mu[both].to_numpy())
+    lrs = np.asarray([lr for lr, _ in both])
+    low = diff[lrs <= np.median(lrs)]
     return (
-        f"sp vs mup at the base width ({int(at['model.d_model'].iloc[0])}), {len(both)} "
-        f"learning rates: largest |eval loss difference| {diff:.3g}"
+        f"sp vs mup at the base width ({int(at['model.d_model'].iloc[0])}), {len(both)} runs: "
+        f"largest |eval loss difference| {np.nanmax(diff):.3g} (lower half of the lr grid: "
+        f"{np.nanmax(low):.3g})"
     )
 
 
@@ -169,6 +177,14 @@ def plot(optima: dict[str, list[Optimum]], path: str) -> None:
     plt.close(fig)
 
 
+def all_optima(df: pd.DataFrame, seed: int | None = None) -> dict[str, list[Optimum]]:
+    """{parametrization: optima by increasing width}, sp first."""
+    optima: dict[str, list[Optimum]] = {}
+    for (p, w), curve in sorted(curves(df, seed).items(), key=lambda kv: (kv[0][0] != "sp", kv[0])):
+        optima.setdefault(p, []).append(optimum(p, w, curve))
+    return optima
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", help="sweep folder (scaling sweep run sweeps/mup_transfer.toml)")
@@ -178,14 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         print(f"{args.sweep}: no finished runs", file=sys.stderr)
         return 2
-    optima: dict[str, list[Optimum]] = {}
-    for (p, w), curve in sorted(curves(df).items(), key=lambda kv: (kv[0][0] != "sp", kv[0])):
-        optima.setdefault(p, []).append(optimum(p, w, curve))
     lrs = np.log2(sorted(df["optim.lr"].unique()))
     grid_step = float(np.median(np.diff(lrs))) if len(lrs) > 1 else 1.0
+    seeds = sorted(int(s) for s in df["train.init_seed"].unique())
     n_div = int((df["state"] != "done").sum())
-    print(f"{len(df)} runs ({n_div} diverged), learning-rate grid step x{2**grid_step:g}")
+    print(
+        f"{len(df)} runs ({n_div} diverged), init seeds {seeds}, learning-rate grid step "
+        f"x{2**grid_step:g}; loss = mean final eval loss over the seeds"
+    )
+    optima = all_optima(df)
     print(table(optima, grid_step))
+    if len(seeds) > 1:
+        print("\neach seed alone (spread of the fitted optima across widths, grid steps):")
+        for seed in seeds:
+            alone = all_optima(df, seed)
+            cells = ", ".join(
+                f"{p} {spread(o, grid_step)[0]:.2f} ({' '.join(f'{x.log2_opt:+.1f}' for x in o)})"
+                for p, o in alone.items()
+            )
+            print(f"- seed {seed}: {cells}")
     check = same_at_base(df)
     if check:
         print(check)

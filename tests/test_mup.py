@@ -15,7 +15,7 @@ from scaling.model.shape import ModelShape
 from scaling.model.transformer import make_model
 from scaling.train.config import OptimConfig, RunConfig
 from scaling.train.optim import lr_multipliers, make_optimizer
-from scaling.train.step import init_params, make_train_step
+from scaling.train.step import make_train_step
 
 TINY = {"n_heads": 2, "vocab_size": 32, "context": 16}
 
@@ -26,7 +26,7 @@ def _leaves(params):
 
 def _losses(shape: ModelShape, steps: int = 2) -> list[float]:
     config = RunConfig(model=shape, optim=OptimConfig(lr=1e-2, warmup_steps=0))
-    graphdef, params = init_params(shape, 7)
+    graphdef, params = nnx.split(make_model(shape, 7), nnx.Param)
     tx = make_optimizer(config)
     opt_state = tx.init(params)
     step = make_train_step(graphdef, tx)
@@ -49,8 +49,8 @@ def test_mup_at_its_base_shape_is_sp(parametrization, extra):
     """Same parameters for the same seed (bit for bit) and the same first losses."""
     sp = ModelShape(d_model=32, n_layers=2, **TINY, **extra)
     mu = sp.replace(parametrization=parametrization, base_d_model=32, base_n_layers=2)
-    _, ps = init_params(sp, 7)
-    _, pm = init_params(mu, 7)
+    _, ps = nnx.split(make_model(sp, 7), nnx.Param)
+    _, pm = nnx.split(make_model(mu, 7), nnx.Param)
     for (path, a), (_, b) in zip(_leaves(ps), _leaves(pm), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b)), jax.tree_util.keystr(path)
     assert _losses(sp) == _losses(mu)
@@ -147,7 +147,7 @@ def test_adam_step_sizes_follow_the_learning_rate_multipliers():
     config = RunConfig(
         model=shape, optim=OptimConfig(lr=1e-2, grad_clip=0.0, weight_decay=0.0, eps=1e-30)
     )
-    graphdef, params = init_params(shape, 0)
+    graphdef, params = nnx.split(make_model(shape, 0), nnx.Param)
     before = jax.tree.map(np.asarray, params)
     tx = make_optimizer(config)
     step = make_train_step(graphdef, tx)
@@ -164,16 +164,16 @@ def test_adam_step_sizes_follow_the_learning_rate_multipliers():
 
 
 def test_init_scales_and_forward_multipliers_of_a_wide_model():
-    base = {"n_heads": 4, "vocab_size": 64, "context": 16, "base_d_model": 32}
-    model = make_model(ModelShape(d_model=512, n_layers=2, parametrization="mup", **base), 0)
-    sp = make_model(ModelShape(d_model=512, n_layers=2, **base), 0)
+    base = {"n_heads": 4, "vocab_size": 64, "context": 16, "base_d_model": 16}
+    model = make_model(ModelShape(d_model=256, n_layers=2, parametrization="mup", **base), 0)
+    sp = make_model(ModelShape(d_model=256, n_layers=2, **base), 0)  # width x16
     std = lambda x: float(jnp.std(x[...]))  # noqa: E731
     assert std(model.blocks[0].attn.w_qkv) == pytest.approx(0.02 / 4, rel=0.02)
     assert std(sp.blocks[0].attn.w_qkv) == pytest.approx(0.02, rel=0.02)
     assert std(model.blocks[0].mlp.w_out) == pytest.approx(0.02 / 2 / 4, rel=0.02)
     assert std(model.embed) == pytest.approx(0.02, rel=0.02)
     assert model.logit_mult == pytest.approx(1 / 16)
-    assert model.blocks[0].attn.logit_mult == pytest.approx(0.25)  # sqrt(8/128)
+    assert model.blocks[0].attn.logit_mult == pytest.approx(0.25)  # sqrt(4/64)
     tokens = jnp.arange(16, dtype=jnp.int32)[None]
     scaled = model(tokens)
     model.logit_mult = 1.0

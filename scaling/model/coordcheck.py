@@ -124,12 +124,14 @@ def _measure(
 ) -> dict[str, np.ndarray]:
     """{activation: RMS after 0..steps updates, averaged over seeds} for one shape."""
     import jax
+    from flax import nnx
 
     from scaling.data.batches import batch_rng
     from scaling.data.synthetic import make_markov_chain
+    from scaling.model.transformer import make_model
     from scaling.train.config import OptimConfig, RunConfig, TrainConfig
     from scaling.train.optim import make_optimizer
-    from scaling.train.step import init_params, make_train_step
+    from scaling.train.step import train_step
 
     config = RunConfig(
         model=shape,
@@ -141,20 +143,25 @@ def _measure(
         chain.sample(batch_size, shape.context + 1, batch_rng(0, t)) for t in range(steps + 1)
     ]
     tx = make_optimizer(config)
-    graphdef, _ = init_params(shape, 0)
-    step_fn = make_train_step(graphdef, tx)
-    tap_fn = _tap_fn(graphdef)
+    graphdef = None
+
+    def observe_and_step(params: Any, opt_state: Any, batch: Any, lr: Any) -> Any:
+        """The activations' RMS on this batch, then one training step (one compiled program)."""
+        taps: dict[str, Any] = {}
+        nnx.merge(graphdef, params)(batch[:, :-1], taps=taps)
+        params, opt_state, _ = train_step(graphdef, params, opt_state, batch, lr, tx=tx)
+        return params, opt_state, taps
+
+    step_fn = jax.jit(observe_and_step)
     runs: list[dict[str, list[float]]] = []
     for seed in range(seeds):
-        _, params = init_params(shape, seed)
+        graphdef, params = nnx.split(make_model(shape, seed), nnx.Param)  # same draw as training
         opt_state = tx.init(params)
         rec: dict[str, list[float]] = {}
-        for t in range(steps + 1):
-            taps = jax.device_get(tap_fn(params, batches[t][:, :-1]))
-            for name, v in _named(taps, shape.n_layers, axis).items():
+        for t in range(steps + 1):  # the update after the last observation is not used
+            params, opt_state, taps = step_fn(params, opt_state, batches[t], np.float32(lr))
+            for name, v in _named(jax.device_get(taps), shape.n_layers, axis).items():
                 rec.setdefault(name, []).append(float(v))
-            if t < steps:
-                params, opt_state, _ = step_fn(params, opt_state, batches[t], np.float32(lr))
         runs.append(rec)
     return {n: np.mean([r[n] for r in runs], axis=0) for n in runs[0]}
 
@@ -167,20 +174,6 @@ def _named(taps: dict[str, Any], n_layers: int, axis: str) -> dict[str, Any]:
     out["attn_logits.last"] = taps[f"attn_logits.{last}"]
     out["block.last"] = taps[f"block.{last}"]
     return out
-
-
-def _tap_fn(graphdef: Any) -> Any:
-    import jax
-    from flax import nnx
-
-    @jax.jit
-    def taps(params: Any, tokens_BT: Any) -> dict[str, Any]:
-        model = nnx.merge(graphdef, params)
-        out: dict[str, Any] = {}
-        model(tokens_BT, taps=out)
-        return out
-
-    return taps
 
 
 # --- report ----------------------------------------------------------------------------------

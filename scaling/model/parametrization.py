@@ -15,6 +15,11 @@ the same parameters for the same seed, the same losses. Multipliers are relative
 code's `sp` (GPT-2 initialisation: std 0.02, output projections 0.02/sqrt(2 n_layers),
 attention scores q·k/sqrt(head_dim), Adam at `optim.lr` for every parameter).
 
+TP5's Table 3 states muP without multipliers; its Table 8 formulation (the one the `mup`
+package implements: MuReadout / MuSharedReadout, MuAdam) moves the readout's 1/fan_in into a
+forward multiplier, which is what a tied embedding needs (one matrix, initialised and updated
+as an input layer, read out through the multiplier).
+
 Roles: `embedding` (token and position embeddings: an input layer), `hidden` (the four block
 matrices), `readout` (the logits: the tied embedding or the untied head), `vector` (norm
 scales, biases). "block" means everything inside a residual block (hidden and vector alike).
@@ -68,7 +73,7 @@ TABLE: tuple[Rule, ...] = (
         "attention.logit_scale",
         "r_head",
         _exp(0, -0.5, -0.5),
-        f"{TP5}, Definition 4.1: attention logits q·k/d_head, not q·k/sqrt(d_head)",
+        f"{TP5}, muP for Transformers: attention logits q·k/d_head, not q·k/sqrt(d_head)",
     ),
     # depth (Depth-muP, Adam)
     Rule(
@@ -81,7 +86,8 @@ TABLE: tuple[Rule, ...] = (
         "block.adam_lr",
         "r_L",
         _exp(0, 0, -0.5),
-        f"{TP6}, Depth-muP with Adam: block learning rates eta/sqrt(L)",
+        f"{TP6}, Depth-muP with Adam: block learning rates eta/sqrt(L) (as tabulated for "
+        "alpha = 1/2 by Dey et al. 2025, CompleteP, arXiv:2505.01618)",
     ),
     Rule(
         "branch_out.init_std",
