@@ -82,11 +82,12 @@ LOSSES = ("train_loss", "eval_loss", "eval_loss_se")
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path_factory, monkeypatch):
-    """Workers find the fakes; caches (packing measurements, compilation) stay in the test."""
+def fakes_importable(monkeypatch):
+    """Spawned and submitit workers find the fake train functions. The user's cache (CPU peak,
+    compiled steps, generated data) is shared as by the other sweep tests: none of it changes a
+    result, and measuring the CPU peak again would cost a minute on a busy 2-core machine."""
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
     monkeypatch.setenv("PYTHONPATH", path)
-    monkeypatch.setenv("SCALING_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:

@@ -18,8 +18,10 @@ The "auto" rule, per model shape:
    (`gpus_per_job` > 0, or a GPU/TPU on this machine for the local executor), MAX_AUTO for
    models of at most ACCELERATOR_MAX_N parameters (small models are launch-bound there), 1 above;
 3. either way at most as many members as fit in half the memory (estimated per member by
-   `member_bytes`); the job checks again against its own device's memory and, where a pack
-   does not fit, trains it in smaller packs one after another.
+   `member_bytes`: this host's for the local executor on a CPU, else `mem_gb` where set).
+A set K is used as given; in every case the job checks its pack against its own device's
+memory (`device_chunks`) and trains a pack that does not fit as smaller packs, one after
+another. Packing never changes a run's id or files: each member resumes alone or in a pack.
 """
 
 from __future__ import annotations
