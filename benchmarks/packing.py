@@ -18,6 +18,7 @@ every step, as in training.
 `--record` caches the measured speedups for the sweep runner's "auto" pack size
 (scaling.sweep.packing: it packs a shape only where a measurement on this machine, at the
 nearest measured size, shows at least a 1.2x aggregate speedup; without one a CPU runs alone).
+On a CPU whose load average exceeds 3/4 of its cores it records nothing (ratios are noise).
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from scaling.train.throughput import MFU_CONVENTION, device_peak
 
     enable_compilation_cache()
+    cores, load_start = os.cpu_count() or 1, os.getloadavg()[0]
     peak = device_peak(args.dtype)
     dev = jax.devices()[0]
     print(f"runtime: {'; '.join(notes) or 'as is'}")
@@ -247,7 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.out:
                 atomic_write_json(args.out, rows)
-    if args.record and rows:
+    busy = dev.platform == "cpu" and max(load_start, os.getloadavg()[0]) > 0.75 * cores
+    if args.record and rows and busy:  # other load makes packed/sequential ratios noise
+        print(
+            f"not recorded: this CPU was busy (load average up to "
+            f"{max(load_start, os.getloadavg()[0]):.1f} on {cores} cores); rerun on a quiet machine"
+        )
+    elif args.record and rows:
         from scaling.sweep.packing import MEASUREMENTS_FILE, record_measurements
         from scaling.train.throughput import cache_dir
 
