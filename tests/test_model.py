@@ -189,3 +189,23 @@ def test_shape_round_trips_through_dict_with_qk_norm() -> None:
     shape = SHAPES[4]
     assert ModelShape.from_dict(shape.to_dict()) == shape
     assert shape.to_dict()["qk_norm"] is True
+
+
+@pytest.mark.parametrize("T", [64, 128, 256, 96])
+def test_block_causal_attention_equals_the_masked_matrix(T: int, monkeypatch) -> None:
+    """Causal attention by query blocks (each against the keys it may see) = one masked T×T."""
+    from scaling.model import transformer
+
+    assert transformer.causal_blocks(T) > 1  # the blocked path is the one under test
+    B, H, K = 2, 2, 16
+    kq, kk, kv = jax.random.split(jax.random.key(T), 3)
+    q, k, v = (jax.random.normal(key, (B, T, H, K)) for key in (kq, kk, kv))
+    blocked = transformer.softmax_attention(q, k, v, causal=True, logit_mult=0.7)
+    # causal: the first half of the outputs ignores the second half of the keys and values
+    k2, v2 = k.at[:, T // 2 :].set(0.0), v.at[:, T // 2 :].set(9.0)
+    cut = transformer.softmax_attention(q, k2, v2, causal=True, logit_mult=0.7)
+    np.testing.assert_array_equal(np.asarray(cut[:, : T // 2]), np.asarray(blocked[:, : T // 2]))
+    monkeypatch.setattr(transformer, "CAUSAL_BLOCKS", 1)
+    assert transformer.causal_blocks(T) == 1
+    full = transformer.softmax_attention(q, k, v, causal=True, logit_mult=0.7)
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(full), rtol=0, atol=2e-6)

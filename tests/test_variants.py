@@ -19,6 +19,7 @@ from scaling.model.ladder import shape_for_params
 from scaling.model.shape import ModelShape
 from scaling.model.transformer import (
     FAVOR_CHUNK,
+    causal_blocks,
     favor_attention,
     favor_features,
     feature_projection,
@@ -326,7 +327,9 @@ def test_attention_flops_by_hand() -> None:
 # model runs, except where a kernel runs more than the algorithm needs, which is stated here:
 # `local` (T a multiple of the window) computes 2w keys per query where the count has w, i.e.
 # + 4·L·d·w per token; causal `performer` (T a multiple of the 64-token chunk) also computes
-# the masked quadratic form inside each chunk, + 2·L·C·H·(M + K + 1) per token.
+# the masked quadratic form inside each chunk, + 2·L·C·H·(M + K + 1) per token; causal full
+# attention by n query blocks (`causal_blocks`) computes T·(n+1)/2n keys per query where the
+# count has T, i.e. - 4·L·d·T·(n-1)/2n.
 XLA_SHAPES = [
     ModelShape(d_model=128, n_layers=2, n_heads=2, context=128, variant="palm"),
     ModelShape(d_model=128, n_layers=2, n_heads=2, context=128, variant="local", window=32),
@@ -351,7 +354,8 @@ def _kernel_extra(shape: ModelShape) -> float:
     if shape.variant == "performer":
         C = min(FAVOR_CHUNK, shape.context)
         return 2 * L * C * H * (shape.features + shape.head_dim + 1)
-    return 0.0
+    T, n = shape.context, causal_blocks(shape.context)
+    return -4 * L * d * T * (n - 1) / (2 * n)
 
 
 @pytest.mark.parametrize("shape", XLA_SHAPES, ids=lambda s: s.variant)
