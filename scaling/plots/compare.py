@@ -54,10 +54,7 @@ def frontiers_figure(c: Comparison, runs: dict[str, np.ndarray] | None = None) -
     ax.set_ylabel(f"loss ({o['loss']}) [nats per predicted token]")
     frontier = "IsoFLOP minima" if o["frontier"] == "isoflop" else "min-loss run per budget"
     level = f"{o['level']:.0%}"
-    ax.set_title(
-        f"Compute frontiers by {o['by']}: {frontier}, L = E + A/C^gamma, {level} bands",
-        fontsize=10,
-    )
+    ax.set_title(f"{o['by']}: {frontier}; L = E + A/C^gamma; {level} bands", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(True, which="both", alpha=0.25)
     return fig
