@@ -243,17 +243,22 @@ def pack_policy(options: Any, *, can_pack: bool = True) -> PackPolicy:
     return PackPolicy(options.pack_size, accelerator, measurements, memory)
 
 
-def form_packs(runs: Sequence[tuple[str, Any]], size_for: Callable[[Any], int]) -> list[list[str]]:
+def form_packs(
+    runs: Sequence[tuple[str, Any]],
+    size_for: Callable[[Any], int],
+    key_for: Callable[[str, Any], str | None] | None = None,
+) -> list[list[str]]:
     """Split (run_id, config) pairs into packs: runs that can share one (equal `pack_key`),
     similar lengths together, at most `size_for(config)` each, as few packs as that allows and
-    of even sizes (7 runs at K = 4: 4 + 3). Packs come in the order of their
-    first run; a run that cannot be packed is a pack of one."""
+    of even sizes (7 runs at K = 4: 4 + 3). Packs come in the order of their first run; a run
+    that cannot be packed is a pack of one. `key_for(run_id, config)`: a cached `pack_key`."""
     groups: dict[str, list[tuple[int, str, Any]]] = {}
     sizes: dict[str, int] = {}
     packs: list[tuple[int, list[str]]] = []
     for i, (run_id, config) in enumerate(runs):
         k = size_for(config)
-        key = pack_key(config) if k > 1 else None
+        key_of = key_for or (lambda _r, c: pack_key(c))
+        key = key_of(run_id, config) if k > 1 else None
         if key is None:
             packs.append((i, [run_id]))
             continue

@@ -28,7 +28,7 @@ from scaling.io import atomic_write_json, atomic_write_text
 from scaling.sweep.designs import PlannedRun, plan
 from scaling.sweep.executor_options import ExecutorOptions
 from scaling.sweep.launchers import JobEnd, Launch, Launcher, make_launcher
-from scaling.sweep.packing import PackPolicy, form_packs, pack_policy
+from scaling.sweep.packing import PackPolicy, form_packs, pack_key, pack_policy
 from scaling.sweep.spec import SweepSpec, load_spec
 from scaling.sweep.store import PLAN_FILE, TERMINAL_STATES, Lease, RunStore
 from scaling.sweep.task import PackTrainFn, TrainFn, train_claimed_runs
@@ -189,6 +189,7 @@ class _Runner:
         self.summary = SweepSummary()
         self.policy: PackPolicy | None = None
         self.configs: dict[str, Any] = {}
+        self.keys: dict[str, str | None] = {}
 
     def set_packing(self, policy: PackPolicy, configs: dict[str, Any]) -> None:
         """Pack ready runs by `policy` (run_id -> RunConfig in `configs`); default: alone."""
@@ -254,7 +255,14 @@ class _Runner:
         """The ready runs as jobs: packs by the policy, else one run each."""
         if self.policy is None or not self.configs:
             return [[r] for r in run_ids]
-        return form_packs([(r, self.configs[r]) for r in run_ids], self.policy.size_for)
+        return form_packs(
+            [(r, self.configs[r]) for r in run_ids], self.policy.size_for, self._pack_key
+        )
+
+    def _pack_key(self, run_id: str, config: Any) -> str | None:
+        if run_id not in self.keys:  # computed once per run: fill() runs every poll
+            self.keys[run_id] = pack_key(config)
+        return self.keys[run_id]
 
     def fill(self) -> None:
         capacity = self.launcher.capacity
