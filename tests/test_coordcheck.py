@@ -106,3 +106,25 @@ def test_cli_user_errors_are_one_line(capsys):
     assert main(["coordcheck", "--parametrization", "mop", "--sizes", "16,32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("scaling coordcheck: error:") for line in err)
+
+
+@pytest.mark.slow
+def test_depth_check_passes_for_mup_depth_and_fails_for_mup():
+    """Over depth, mup's residual stream grows (every block adds a Θ(lr) change); mup-depth's
+    branch and learning-rate multipliers keep it put."""
+    out = {}
+    for p in ("mup", "mup-depth"):
+        template = ModelShape(
+            d_model=32,
+            n_layers=1,
+            n_heads=4,
+            vocab_size=32,
+            context=8,
+            parametrization=p,
+            base_d_model=32,
+            base_n_layers=1,
+        )
+        out[p] = coord_check(template, (1, 4), axis="depth", steps=3, seeds=1)
+    assert out["mup-depth"].passed, slope_table([out["mup-depth"]])
+    assert not out["mup"].passed, slope_table([out["mup"]])
+    assert out["mup"].worst[0] == "block.last"
