@@ -9,7 +9,7 @@ from scaling.errors import ConfigError
 from scaling.model.shape import VARIANTS, ModelShape
 
 DEFAULT_PARAMETRIZATIONS = {"width": "sp,mup", "depth": "mup,mup-depth"}
-DEFAULT_SIZES = {"width": "32,64,128,256", "depth": "2,4,8,16"}
+DEFAULT_SIZES = {"width": "32,64,128,256", "depth": "2,4,8"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--parametrization",
         help="comma-separated (default sp,mup for width; mup,mup-depth for depth)",
     )
-    p.add_argument("--sizes", help="widths or depths (default 32,64,128,256 / 2,4,8,16)")
+    p.add_argument("--sizes", help="widths or depths (default 32,64,128,256 / 2,4,8)")
     p.add_argument("--d-model", type=int, default=64, help="width for a depth check")
     p.add_argument("--n-layers", type=int, default=2, help="depth for a width check")
     p.add_argument("--n-heads", type=int, default=4, help="attention heads (fixed)")

@@ -2,12 +2,12 @@
 
 Train a few Adam steps at several widths (or depths) and record, at every step, the RMS of the
 activations a parameterization is meant to keep Θ(1): the embeddings, each layer's attention
-logits, each block's output (the residual stream) and the output logits (Yang et al. 2022,
-Tensor Programs V, section 7 / appendix D.1: "coordinate check"). For each (activation, step)
+logits, each block's output (the residual stream) and the output logits (the "coordinate check"
+of Yang et al. 2022, Tensor Programs V, and of the `mup` package). For each (activation, step)
 the slope of log RMS against log width (log depth) is fitted by least squares over the sizes.
 A parameterization passes when no slope exceeds SLOPE_THRESHOLD: muP keeps every coordinate
 Θ(1) (slope ~0; vanishing coordinates, slope < 0, are allowed), while standard
-parameterization's grow like width^0.5-1 within a few steps (attention logits already at init).
+parameterization's grow like width^0.5-2 within a few steps (attention logits already at init).
 
 Data: a seeded random sparse Markov chain (scaling.data.synthetic), batches drawn from (seed,
 step) alone, so a check is a pure function of its arguments and needs no corpus on disk.
