@@ -237,7 +237,10 @@ def frontier_points(g: GroupRuns, frontier: str, idx: np.ndarray | None = None) 
             continue
         if np.unique(g.N[sel]).size < MIN_SIZES:
             raise FitError(f"budget C = {c:.3g}: fewer than {MIN_SIZES} distinct sizes")
-        m, _ = isoflop_minimum(np.log(g.N[sel]), g.loss[sel], np.log(g.D[sel]), None)
+        try:
+            m, _ = isoflop_minimum(np.log(g.N[sel]), g.loss[sel], np.log(g.D[sel]), None)
+        except FitError as e:
+            raise FitError(f"budget C = {c:.3g}: {e} (or use frontier=envelope)") from None
         out.append((c, m["L_min"]))
     return np.array(out)
 
