@@ -56,6 +56,7 @@ def test_mup_at_its_base_shape_is_sp(parametrization, extra):
     assert _losses(sp) == _losses(mu)
 
 
+@pytest.mark.slow  # ~15 s of eager forwards; gpt2 and llama above cover the shared code
 @pytest.mark.parametrize(
     "extra", [{"variant": "palm"}, {"variant": "performer"}, {"variant": "local", "window": 4}]
 )
