@@ -150,13 +150,6 @@ def test_jax_arrays_are_accepted() -> None:
 SOURCE = "synthetic:markov?vocab=16&branching=2&tokens=100000&doc=512&seed=1"
 
 
-@pytest.fixture
-def cache_dir(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.getbasetemp() / "scaling-cache"
-    monkeypatch.setenv("SCALING_CACHE_DIR", str(root))
-    return root
-
-
 def _config(objective: str, vocab: int, steps: int = 40):
     from scaling.train import RunConfig
 

@@ -17,12 +17,7 @@ from scaling.train import loop as loop_module
 SOURCE = "synthetic:markov?vocab=16&branching=2&tokens=200000&doc=512&seed=1"
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path_factory, monkeypatch):
-    """Data and compilation caches under one folder per test session (not the user's)."""
-    root = tmp_path_factory.getbasetemp() / "scaling-cache"
-    monkeypatch.setenv("SCALING_CACHE_DIR", str(root))
-    return root
+pytestmark = pytest.mark.usefixtures("cache_dir")  # tests/conftest.py
 
 
 def tiny(**sections) -> RunConfig:

@@ -20,11 +20,7 @@ TOL = 1e-5
 COMPARED = ("step", "tokens", "train_loss", "eval_loss", "eval_loss_se", "lr", "flops_attention")
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path_factory, monkeypatch):
-    root = tmp_path_factory.getbasetemp() / "scaling-cache"
-    monkeypatch.setenv("SCALING_CACHE_DIR", str(root))
-    return root
+pytestmark = pytest.mark.usefixtures("cache_dir")  # tests/conftest.py
 
 
 def tiny(**sections) -> RunConfig:
