@@ -1,8 +1,9 @@
 """Robust multi-start fitting: Huber loss on log residuals, summed, minimised by a batched L-BFGS.
 
-All starts run together in one jitted JAX float64 program (`jax.vmap` of one L-BFGS step inside a
-`lax.while_loop`); the line search tries a fixed ladder of step sizes at once and keeps the
-largest that satisfies Armijo's condition. float64 is switched on only inside these functions
+The starts run together in one jitted JAX float64 program (`jax.vmap` of one L-BFGS step inside a
+`lax.while_loop`) over a pool of lanes that takes the next start whenever one ends; the line
+search backtracks one trial per iteration (Armijo's condition), so every lane costs one
+value-and-gradient evaluation per iteration. float64 is switched on only inside these functions
 (`jax.enable_x64`), so float32 training elsewhere is untouched.
 
 Fixed parameters are removed from the search; bounds are imposed by smooth transforms
@@ -27,8 +28,8 @@ from scaling.errors import ConfigError, FitError
 from scaling.laws.forms import Form
 
 STATUS = {0: "gradient", 1: "objective", 2: "max_iter", 3: "line_search"}
-_N_STEPS = 14  # line-search ladder: 2, 1, 1/2, ..., 2^-12
-_START_BUCKET = 512  # smallest batch: fewer sizes, fewer compilations
+_MAX_LANES = 1024  # starts solved at once; more wait in a queue for a free lane
+_MIN_LANES = 64  # smallest pool: few sizes, few compilations
 _POINT_BUCKET = 64
 
 
@@ -40,7 +41,7 @@ class FitOptions:
     max_iter: int = 500
     history: int = 10  # L-BFGS memory
     gtol: float = 1e-11  # stop a start when max|grad| <= gtol
-    ftol: float = 1e-13  # ... or when the relative decrease stays <= ftol for `patience` steps
+    ftol: float = 1e-10  # ... or when the relative decrease stays <= ftol for `patience` steps
     patience: int = 5
     agree_rtol: float = 1e-6  # starts within this relative objective of the best "reached it"
     agree_atol: float = 1e-3  # ... and must agree on raw parameters within this
@@ -174,64 +175,22 @@ def _two_loop(g, S_mF, Y_mF, rho_m, gamma):
     return -r
 
 
-_STATIC = ("logpred", "kinds", "history", "max_iter", "patience", "weights_per_start")
-
-
-def _functions(logpred, kinds, weights_per_start):
-    obj = partial(_objective, logpred=logpred, kinds=kinds)
-    return jax.value_and_grad(obj), 0
-
-
-@partial(jax.jit, static_argnames=_STATIC)
-def _init(z0_SF, w, data, *, logpred, kinds, history, max_iter, patience, weights_per_start):
-    vg, w_axis = _functions(logpred, kinds, weights_per_start)
-    F = z0_SF.shape[1]
-
-    def init(z, w_n):
-        f, g = vg(z, *w_n, *data)
-        finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
-        return dict(
-            z=z,
-            f=jnp.where(finite, f, jnp.inf),
-            g=jnp.where(finite, g, 0.0),
-            S=jnp.zeros((history, F)),
-            Y=jnp.zeros((history, F)),
-            rho=jnp.zeros((history,)),
-            t=jnp.ones(()),
-            it=jnp.zeros((), jnp.int32),
-            status=jnp.where(finite, -1, 3).astype(jnp.int32),
-            small=jnp.zeros((), jnp.int32),
-        )
-
-    return jax.vmap(init, in_axes=(0, w_axis))(z0_SF, w)
+_STATIC = ("logpred", "kinds", "history", "max_iter", "patience")
 
 
 @partial(jax.jit, static_argnames=(*_STATIC, "chunk"))
-def _run(
-    state,
-    w,
-    data,
-    gtol,
-    ftol,
-    *,
-    logpred,
-    kinds,
-    history,
-    max_iter,
-    patience,
-    weights_per_start,
-    chunk,
-):
-    """Up to `chunk` L-BFGS iterations for every start that is not done.
+def _run(state, lane, data, gtol, ftol, *, logpred, kinds, history, max_iter, patience, chunk):
+    """Up to `chunk` L-BFGS iterations for every lane of the pool that is still running.
 
-    One value-and-gradient evaluation per iteration: the trial point z + t·d is accepted when it
-    satisfies Armijo's condition; otherwise t shrinks tenfold and the start tries again next
-    iteration (and after an accepted step t grows back toward 1).
+    A lane marked `fresh` spends its first iteration evaluating its start point (no step, empty
+    memory). Otherwise one value-and-gradient evaluation per iteration: the trial point z + t·d is
+    accepted when it satisfies Armijo's condition; else t shrinks tenfold and the lane tries again
+    next iteration (after an accepted step t grows back toward 1).
     """
-    vg, w_axis = _functions(logpred, kinds, weights_per_start)
+    vg = jax.value_and_grad(partial(_objective, logpred=logpred, kinds=kinds))
 
-    def step(st, w_n):
-        z, f, g = st["z"], st["f"], st["g"]
+    def step(st, lane_n):
+        z, f, g, fresh = st["z"], st["f"], st["g"], st["fresh"]
         has_mem = st["rho"][-1] > 0
         gnorm = jnp.linalg.norm(g)
         sy = jnp.dot(st["S"][-1], st["Y"][-1])
@@ -243,9 +202,10 @@ def _run(
         d = jnp.where(bad_dir, -g / jnp.maximum(gnorm, 1e-12), d)
         gd = jnp.where(bad_dir, -gnorm, gd)
         t = st["t"]
-        z_try = z + t * d
-        f_try, g_try = vg(z_try, *w_n, *data)
-        ok = (f_try <= f + 1e-4 * t * gd) & jnp.isfinite(f_try) & jnp.all(jnp.isfinite(g_try))
+        z_try = jnp.where(fresh, z, z + t * d)
+        f_try, g_try = vg(z_try, *lane_n, *data)
+        finite = jnp.isfinite(f_try) & jnp.all(jnp.isfinite(g_try))
+        ok = (f_try <= f + 1e-4 * t * gd) & finite
         s, y = t * d, g_try - g
         sy_new = jnp.dot(s, y)
         accept = ok & (sy_new > 1e-10 * jnp.linalg.norm(s) * jnp.linalg.norm(y))
@@ -254,7 +214,7 @@ def _run(
         rho_new = jnp.roll(st["rho"], -1).at[-1].set(1.0 / jnp.where(accept, sy_new, 1.0))
         rho = jnp.where(accept, rho_new, st["rho"])
         # A step too small to make progress clears the memory once (steepest descent from
-        # there); with no memory left it ends the start.
+        # there); with no memory left it ends the lane.
         t_new = jnp.where(ok, jnp.minimum(1.0, 4.0 * t), 0.1 * t)
         tiny = ~ok & (t_new < 1e-12)
         stuck = tiny & ~has_mem
@@ -270,13 +230,37 @@ def _run(
         status = jnp.select(
             [gmax <= gtol, small >= patience, stuck, it >= max_iter], [0, 1, 3, 2], -1
         ).astype(jnp.int32)
-        return dict(
-            z=z_new, f=f_new, g=g_new, S=S, Y=Y, rho=rho, t=t_new, it=it, status=status, small=small
+        stepped = dict(
+            z=z_new,
+            f=f_new,
+            g=g_new,
+            S=S,
+            Y=Y,
+            rho=rho,
+            t=t_new,
+            it=it,
+            status=status,
+            small=small,
+            fresh=jnp.zeros((), bool),
         )
+        started = dict(
+            z=z,
+            f=jnp.where(finite, f_try, jnp.inf),
+            g=jnp.where(finite, g_try, 0.0),
+            S=jnp.zeros_like(S),
+            Y=jnp.zeros_like(Y),
+            rho=jnp.zeros_like(rho),
+            t=jnp.ones_like(t),
+            it=jnp.zeros_like(it),
+            status=jnp.where(finite, -1, 3).astype(jnp.int32),
+            small=jnp.zeros_like(small),
+            fresh=jnp.zeros((), bool),
+        )
+        return jax.tree.map(lambda a, b: jnp.where(fresh, a, b), started, stepped)
 
     def body(carry):
         st, k = carry
-        new = jax.vmap(step, in_axes=(0, w_axis))(st, w)
+        new = jax.vmap(step)(st, lane)
         keep = st["status"] >= 0
         merged = jax.tree.map(
             lambda old, nw: jnp.where(keep.reshape((-1,) + (1,) * (old.ndim - 1)), old, nw),
@@ -291,6 +275,23 @@ def _run(
 
     state, _ = jax.lax.while_loop(cond, body, (state, jnp.zeros((), jnp.int32)))
     return state
+
+
+def _empty_pool(size: int, n_free: int, history: int) -> dict[str, np.ndarray]:
+    """Host arrays of a pool of `size` lanes, all idle (status >= 0: the solver leaves them)."""
+    return dict(
+        z=np.zeros((size, n_free)),
+        f=np.full(size, np.inf),
+        g=np.zeros((size, n_free)),
+        S=np.zeros((size, history, n_free)),
+        Y=np.zeros((size, history, n_free)),
+        rho=np.zeros((size, history)),
+        t=np.ones(size),
+        it=np.zeros(size, np.int32),
+        status=np.full(size, 2, np.int32),
+        small=np.zeros(size, np.int32),
+        fresh=np.zeros(size, bool),
+    )
 
 
 # ------------------------------------------------------------------ public entry points
@@ -344,22 +345,24 @@ def solve_batch(
     weights: np.ndarray,
     options: FitOptions,
     *,
-    chunk: int = 32,
+    chunk: int = 16,
     lane_data: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """Run L-BFGS from every start. `weights` is (n,) shared or (S, n) per start (bootstrap);
     `lane_data` = ((S, n, I) log inputs, (S, n) log targets) gives each start its own data.
 
-    Starts run in chunks of iterations; when at most half of a batch is unfinished, those are
-    gathered into a smaller batch (512 times a power of two, so few programs are compiled).
+    The starts queue for a pool of lanes (at most _MAX_LANES, one compiled program): the pool
+    runs `chunk` iterations at a time, and a lane whose start has ended takes the next start in
+    the queue, so no lane idles while starts wait. When the queue is empty the pool shrinks to
+    the lanes still running, by factors of four (powers of two, down to _MIN_LANES).
     Returns raw thetas (S, P), objectives (S,), status (S,), iterations (S,).
     """
     enable_compilation_cache()  # a new process loads the solver instead of compiling it
     kinds, lo, hi = problem.kinds_and_bounds()
     S = starts_SP.shape[0]
-    # Each start (lane) carries its own weights, inputs and targets: one compiled program serves
-    # a fit, a bootstrap (weights differ) and many curves at once (data differ).
-    lane_w, lane_X, lane_y = _lane_arrays(problem, S, weights, lane_data)
+    # Each start carries its own weights, inputs and targets: one compiled program serves a fit,
+    # a bootstrap (weights differ) and many curves at once (data differ).
+    start_w, start_X, start_y = _lane_arrays(problem, S, weights, lane_data)
     starts = np.asarray(starts_SP, dtype=np.float64)[:, list(problem.free)]
     z0 = _to_z(starts, kinds, lo, hi)
     static = dict(
@@ -368,46 +371,78 @@ def solve_batch(
         history=options.history,
         max_iter=options.max_iter,
         patience=options.patience,
-        weights_per_start=True,
     )
+    z_out, f_out = np.array(z0), np.full(S, np.inf)
+    status_out, it_out = np.full(S, 2, dtype=np.int64), np.zeros(S, dtype=np.int64)
+    size = _pool_size(S)
+    pool = _empty_pool(size, z0.shape[1], options.history)
+    slot = np.full(size, -1)  # the start each lane holds; -1: idle
+    lane = [np.zeros((size, *a.shape[1:])) for a in (start_w, start_X, start_y)]
+    queued = 0
     with jax.enable_x64(True):
         arrays = (problem.base(), problem.selector(), lo, hi)
         data = (*(jnp.asarray(a) for a in arrays), jnp.float64(problem.delta))
         gtol, ftol = jnp.float64(options.gtol), jnp.float64(options.ftol)
-        z_out = np.array(z0)
-        f_out = np.full(S, np.inf)
-        status_out = np.full(S, 2, dtype=np.int64)
-        it_out = np.zeros(S, dtype=np.int64)
-        active = np.arange(S)
-        state = None
-        size = _bucket(S, _START_BUCKET)
-        while active.size:
-            idx = np.concatenate([active, np.repeat(active[:1], size - active.size)])
-            w = (jnp.asarray(lane_w[idx]), jnp.asarray(lane_X[idx]), jnp.asarray(lane_y[idx]))
-            if state is None:
-                state = _init(jnp.asarray(z0[idx]), w, data, **static)
-            state = _run(state, w, data, gtol, ftol, **static, chunk=chunk)
-            st = jax.tree.map(np.asarray, state)
-            real = st["status"][: active.size]
-            z_out[active] = st["z"][: active.size]
-            f_out[active] = st["f"][: active.size]
-            status_out[active] = real
-            it_out[active] = st["it"][: active.size]
-            still = real < 0
-            keep_pos = np.nonzero(still)[0]
-            active = active[still]
-            if active.size and active.size <= size // 2 and size > _START_BUCKET:
-                size = _pow2_bucket(active.size)
-                pos = np.concatenate([keep_pos, np.repeat(keep_pos[:1], size - active.size)])
-                state = jax.tree.map(lambda a, p=pos: a[p], state)
-            elif active.size:
-                # keep the batch; finished starts stay frozen in their slots
-                n_old = still.size
-                order = np.concatenate([keep_pos, np.nonzero(~still)[0], np.arange(n_old, size)])
-                state = jax.tree.map(lambda a, p=order: a[p], state)
-    status_out = np.where(status_out < 0, 2, status_out)
+        lane_dev = None
+        while True:
+            idle = np.nonzero(slot < 0)[0][: S - queued]
+            if idle.size:
+                new = np.arange(queued, queued + idle.size)
+                queued += idle.size
+                slot[idle] = new
+                pool["z"][idle], pool["fresh"][idle], pool["status"][idle] = z0[new], True, -1
+                for held, a in zip(lane, (start_w, start_X, start_y), strict=True):
+                    held[idle] = a[new]
+                lane_dev = None
+            running = np.nonzero(slot >= 0)[0]
+            if not running.size:
+                break
+            if queued == S and 4 * _pool_size(running.size) <= size:
+                size = _pool_size(running.size)
+                pool, slot, lane = _shrink(pool, slot, lane, running, size, options.history)
+                lane_dev = None
+            if lane_dev is None:
+                lane_dev = jax.device_put(tuple(lane))
+            state = _run(
+                jax.device_put(pool),
+                lane_dev,
+                data,
+                gtol,
+                ftol,
+                **static,
+                chunk=chunk,
+            )
+            pool = {k: np.array(v) for k, v in state.items()}
+            done = (slot >= 0) & (pool["status"] >= 0)
+            ended = slot[done]
+            z_out[ended], f_out[ended] = pool["z"][done], pool["f"][done]
+            status_out[ended], it_out[ended] = pool["status"][done], pool["it"][done]
+            slot[done] = -1
     theta = _to_theta_np(z_out, problem, kinds, lo, hi)
     return theta, f_out, status_out, it_out
+
+
+def _pool_size(n: int) -> int:
+    """Lanes for `n` starts: a power of two in [_MIN_LANES, _MAX_LANES] (few programs compile)."""
+    size = _MIN_LANES
+    while size < min(n, _MAX_LANES):
+        size *= 2
+    return size
+
+
+def _shrink(pool, slot, lane, running, size, history):
+    """The pool cut to `size` lanes: the running ones first, the rest idle."""
+    small = _empty_pool(size, pool["z"].shape[1], history)
+    for k in small:
+        small[k][: running.size] = pool[k][running]
+    slots = np.full(size, -1)
+    slots[: running.size] = slot[running]
+    held = []
+    for a in lane:
+        b = np.zeros((size, *a.shape[1:]))
+        b[: running.size] = a[running]
+        held.append(b)
+    return small, slots, held
 
 
 def _lane_arrays(problem: Problem, S: int, weights: np.ndarray, lane_data):
@@ -428,13 +463,6 @@ def _lane_arrays(problem: Problem, S: int, weights: np.ndarray, lane_data):
     return w_out, X_out, y_out
 
 
-def _pow2_bucket(n: int) -> int:
-    size = _START_BUCKET
-    while size < n:
-        size *= 2
-    return size
-
-
 def _to_theta_np(z_SF: np.ndarray, problem: Problem, kinds, lo, hi) -> np.ndarray:
     vals = np.array(z_SF, dtype=np.float64)
     for j, kind in enumerate(kinds):
@@ -450,18 +478,28 @@ def _to_theta_np(z_SF: np.ndarray, problem: Problem, kinds, lo, hi) -> np.ndarra
 def objective_value(problem: Problem, theta_P: np.ndarray, weights: np.ndarray | None = None):
     """Summed Huber objective and its gradient w.r.t. the free raw parameters at `theta_P`."""
     w = np.ones(problem.logy_n.shape[0]) if weights is None else weights
-    free = problem.free
-
-    def f(theta_free):
-        theta = jnp.asarray(theta_P).at[jnp.asarray(free)].set(theta_free)
-        r = problem.form.log_predict(theta, jnp.asarray(problem.logX_nI)) - jnp.asarray(
-            problem.logy_n
-        )
-        return jnp.sum(jnp.asarray(w) * huber(r, problem.delta))
-
+    free = list(problem.free)
     with jax.enable_x64(True):
-        val, grad = jax.value_and_grad(f)(jnp.asarray(np.asarray(theta_P)[list(free)]))
+        val, grad = _value_and_grad(
+            np.asarray(theta_P, dtype=np.float64),
+            np.asarray(theta_P, dtype=np.float64)[free],
+            np.asarray(w, dtype=np.float64),
+            problem.logX_nI,
+            problem.logy_n,
+            logpred=problem.form.log_predict,
+            free=tuple(free),
+            delta=problem.delta,
+        )
         return float(val), np.asarray(grad)
+
+
+@partial(jax.jit, static_argnames=("logpred", "free", "delta"))
+def _value_and_grad(theta_P, theta_free, w_n, logX_nI, logy_n, *, logpred, free, delta):
+    def f(theta_free):
+        theta = theta_P.at[jnp.asarray(free, dtype=jnp.int32)].set(theta_free)
+        return jnp.sum(w_n * huber(logpred(theta, logX_nI) - logy_n, delta))
+
+    return jax.value_and_grad(f)(theta_free)
 
 
 def check_convergence(
