@@ -209,3 +209,38 @@ def test_block_causal_attention_equals_the_masked_matrix(T: int, monkeypatch) ->
     assert transformer.causal_blocks(T) == 1
     full = transformer.softmax_attention(q, k, v, causal=True, logit_mult=0.7)
     np.testing.assert_allclose(np.asarray(blocked), np.asarray(full), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("T", [128, 96])
+def test_block_causal_attention_gradient_equals_the_masked_matrix(T: int, monkeypatch) -> None:
+    """The written-out backward pass of blocked attention = autodiff of one masked T×T softmax."""
+    from scaling.model import transformer
+
+    B, H, K = 2, 2, 16
+    kq, kk, kv, kg = jax.random.split(jax.random.key(T + 1), 4)
+    q, k, v, g = (jax.random.normal(key, (B, T, H, K)) for key in (kq, kk, kv, kg))
+
+    def loss(q, k, v):
+        return jnp.sum(g * transformer.softmax_attention(q, k, v, causal=True, logit_mult=0.7))
+
+    blocked = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    monkeypatch.setattr(transformer, "CAUSAL_BLOCKS", 1)
+    full = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", blocked, full, strict=True):
+        assert float(jnp.max(jnp.abs(b))) > 0.1, name  # a gradient that can be wrong
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=5e-6, err_msg=name)
+
+
+@pytest.mark.parametrize(("k", "m"), [(8, 24), (24, 8)])
+def test_linear_gradient_equals_the_matmul_gradient(k: int, m: int) -> None:
+    """`linear` writes its weight gradient out in either orientation; both equal autodiff of @."""
+    from scaling.model.transformer import linear
+
+    kx, kw, kg = jax.random.split(jax.random.key(k), 3)
+    x, w = jax.random.normal(kx, (3, 5, k)), jax.random.normal(kw, (k, m))
+    g = jax.random.normal(kg, (3, 5, m))
+    ours = jax.grad(lambda x, w: jnp.sum(g * linear(x, w)), argnums=(0, 1))(x, w)
+    plain = jax.grad(lambda x, w: jnp.sum(g * (x @ w)), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(np.asarray(linear(x, w)), np.asarray(x @ w), rtol=1e-6, atol=1e-6)
+    for a, b in zip(ours, plain, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -97,6 +97,46 @@ def rotary(x_BTHK: jax.Array) -> jax.Array:
     return out.astype(x_BTHK.dtype)
 
 
+# --- dense layers -----------------------------------------------------------------------------
+def linear(x_NK: jax.Array, w_KM: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
+    """x @ w over x's last axis (any leading axes), products accumulated in float32.
+
+    Same values as `x @ w`; its gradient is written out (`jax.custom_vjp`) so that the weight
+    gradient, a product over all tokens, transposes the smaller of x and the output gradient:
+    XLA's CPU dot wants its left operand's contracted (token) axis minor and copies it into that
+    layout, so dW = xᵀ·g copies x while (gᵀ·x)ᵀ copies g. At d_model 64 the copy of the MLP's
+    [tokens, 4d] activations took longer than the dot itself.
+    """
+    return _linear(x_NK, w_KM, out_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _linear(x_NK, w_KM, out_dtype):
+    return _linear_fwd(x_NK, w_KM, out_dtype)[0]
+
+
+def _linear_fwd(x_NK, w_KM, out_dtype):
+    y = jnp.einsum("...k,km->...m", x_NK, w_KM, preferred_element_type=jnp.float32)
+    return y.astype(out_dtype or x_NK.dtype), (x_NK, w_KM)
+
+
+def _linear_bwd(out_dtype, res, g_NM):
+    x_NK, w_KM = res
+    K, M = w_KM.shape
+    x2, g2 = x_NK.reshape(-1, K), g_NM.reshape(-1, M).astype(x_NK.dtype)
+    dx = jnp.einsum(
+        "...m,km->...k", g_NM.astype(w_KM.dtype), w_KM, preferred_element_type=jnp.float32
+    ).astype(x_NK.dtype)
+    if K <= M:
+        dw = jnp.einsum("nk,nm->km", x2, g2, preferred_element_type=jnp.float32)
+    else:
+        dw = jnp.einsum("nm,nk->mk", g2, x2, preferred_element_type=jnp.float32).T
+    return dx, dw.astype(w_KM.dtype)
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
+
+
 # --- softmax attention: full, windowed (`local`) -------------------------------------------
 def _softmax_mix(scores_BHTS: jax.Array, mask_TS: jax.Array | None, v_BSHK: jax.Array) -> jax.Array:
     if mask_TS is not None:
@@ -155,25 +195,70 @@ def _block_causal_attention(
     """Causal attention by n query blocks of W = T/n: block i's queries meet only keys
     [0, (i+1)·W), the ones they may see, so the blocks above the diagonal (all masked) are never
     formed: (n+1)/2n of the T×T work and memory, the same result as the masked T×T product
-    (each row's softmax sums the same terms; masked ones are exactly 0 in both). Measured on a
-    2-core CPU at context 256 (8 blocks of 32): 1.2-1.3x the training throughput at d_model 64,
-    ~1.1x at 128-256 (one masked matrix: 50k, 12.5k, 3.1k tokens/s; blocks: 61k, 14.6k, 3.5k)."""
-    T, K = q_BTHK.shape[1], q_BTHK.shape[3]
+    (each row's softmax sums the same terms; masked ones are exactly 0 in both).
+
+    Its gradient is written out (`jax.custom_vjp`) as in FlashAttention's backward pass:
+    dS = P ⊙ (dP - rowsum(dO ⊙ O)), so no T×T reduction is needed beyond the forward's, and
+    each block's dK, dV are added in place into one buffer rather than padded to T and summed.
+    """
+    scale = logit_mult / math.sqrt(q_BTHK.shape[3])
+    return _blocked_attention(q_BTHK, k_BTHK, v_BTHK, n, scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _blocked_attention(q_BTHK, k_BTHK, v_BTHK, n: int, scale: float) -> jax.Array:
+    return _blocked_attention_fwd(q_BTHK, k_BTHK, v_BTHK, n, scale)[0]
+
+
+def _blocked_attention_fwd(q_BTHK, k_BTHK, v_BTHK, n: int, scale: float):
+    T = q_BTHK.shape[1]
     W = T // n
     t, s = jnp.arange(W)[:, None], jnp.arange(T)[None, :]
-    out = []
+    out, saved = [], []
     for i in range(n):
         S = (i + 1) * W
-        scores_BHWS = jnp.einsum(
-            "bthk,bshk->bhts",
-            q_BTHK[:, i * W : S],
-            k_BTHK[:, :S],
-            preferred_element_type=jnp.float32,
-        ) / math.sqrt(K)
-        if logit_mult != 1.0:
-            scores_BHWS = scores_BHWS * logit_mult
-        out.append(_softmax_mix(scores_BHWS, s[:, :S] <= t + i * W, v_BTHK[:, :S]))
-    return jnp.concatenate(out, axis=1)
+        scores_BHWS = (
+            jnp.einsum(
+                "bthk,bshk->bhts",
+                q_BTHK[:, i * W : S],
+                k_BTHK[:, :S],
+                preferred_element_type=jnp.float32,
+            )
+            * scale
+        )
+        scores_BHWS = jnp.where(s[:, :S] <= t + i * W, scores_BHWS, -jnp.inf)
+        p_BHWS = jnp.exp(scores_BHWS - jnp.max(scores_BHWS, axis=-1, keepdims=True))
+        inv_BWH1 = jnp.swapaxes(1.0 / jnp.sum(p_BHWS, axis=-1, keepdims=True), 1, 2)
+        o_BWHK = jnp.einsum("bhts,bshk->bthk", p_BHWS.astype(v_BTHK.dtype), v_BTHK[:, :S])
+        o_BWHK = (o_BWHK * inv_BWH1).astype(v_BTHK.dtype)
+        out.append(o_BWHK)
+        saved.append((p_BHWS, inv_BWH1, o_BWHK))
+    return jnp.concatenate(out, axis=1), (q_BTHK, k_BTHK, v_BTHK, saved)
+
+
+def _blocked_attention_bwd(n: int, scale: float, res, do_BTHK):
+    q_BTHK, k_BTHK, v_BTHK, saved = res
+    W = q_BTHK.shape[1] // n
+    dq, dk, dv = [], jnp.zeros(k_BTHK.shape, jnp.float32), jnp.zeros(v_BTHK.shape, jnp.float32)
+    for i in range(n):
+        S = (i + 1) * W
+        p_BHWS, inv_BWH1, o_BWHK = saved[i]
+        dos_BWHK = do_BTHK[:, i * W : S].astype(jnp.float32) * inv_BWH1  # dO / l
+        dv = dv.at[:, :S].add(jnp.einsum("bhts,bthk->bshk", p_BHWS, dos_BWHK))
+        dp_BHWS = jnp.einsum(
+            "bthk,bshk->bhts", dos_BWHK, v_BTHK[:, :S], preferred_element_type=jnp.float32
+        )
+        d_BHW1 = jnp.swapaxes(jnp.sum(dos_BWHK * o_BWHK, axis=-1, keepdims=True), 1, 2)
+        ds_BHWS = p_BHWS * (dp_BHWS - d_BHW1) * scale
+        dq.append(jnp.einsum("bhts,bshk->bthk", ds_BHWS, k_BTHK[:, :S].astype(jnp.float32)))
+        dk = dk.at[:, :S].add(
+            jnp.einsum("bhts,bthk->bshk", ds_BHWS, q_BTHK[:, i * W : S].astype(jnp.float32))
+        )
+    dq = jnp.concatenate(dq, axis=1)
+    return dq.astype(q_BTHK.dtype), dk.astype(k_BTHK.dtype), dv.astype(v_BTHK.dtype)
+
+
+_blocked_attention.defvjp(_blocked_attention_fwd, _blocked_attention_bwd)
 
 
 def _local_attention(
@@ -332,10 +417,12 @@ class Attention(nnx.Module):
         self, x_BTD: jax.Array, *, causal: bool = True, taps: dict | None = None
     ) -> jax.Array:
         cd = self.compute_dtype
-        qkv = jnp.einsum("btd,dchk->cbthk", x_BTD, self.w_qkv[...].astype(cd))
+        d, _, H, K = self.w_qkv.shape
+        qkv_BTCHK = linear(x_BTD, self.w_qkv[...].astype(cd).reshape(d, 3 * H * K))
+        qkv_BTCHK = qkv_BTCHK.reshape(*x_BTD.shape[:2], 3, H, K)
         if self.b_qkv is not None:
-            qkv = qkv + self.b_qkv[...].astype(cd)[:, None, None]
-        q_BTHK, k_BTHK, v_BTHK = qkv[0], qkv[1], qkv[2]
+            qkv_BTCHK = qkv_BTCHK + self.b_qkv[...].astype(cd)
+        q_BTHK, k_BTHK, v_BTHK = (qkv_BTCHK[:, :, c] for c in range(3))
         if self.q_norm is not None:
             q_BTHK, k_BTHK = self.q_norm(q_BTHK), self.k_norm(k_BTHK)
         if self.rotary:
@@ -351,7 +438,9 @@ class Attention(nnx.Module):
             y_BTHK = softmax_attention(
                 q_BTHK, k_BTHK, v_BTHK, causal=causal, window=self.window, logit_mult=mult
             )
-        y_BTD = jnp.einsum("bthk,hkd->btd", y_BTHK, self.w_out[...].astype(cd))
+        B, T, H, K = y_BTHK.shape
+        w_out = self.w_out[...].astype(cd).reshape(H * K, -1)
+        y_BTD = linear(y_BTHK.reshape(B, T, H * K), w_out)
         if self.b_out is not None:
             y_BTD = y_BTD + self.b_out[...].astype(cd)
         return y_BTD
@@ -378,12 +467,13 @@ class MLP(nnx.Module):
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
         cd = self.compute_dtype
         if self.swiglu:
-            h = jnp.einsum("btd,dcf->cbtf", x_BTD, self.w_in[...].astype(cd))
-            h_BTF = jax.nn.silu(h[0]) * h[1]
+            d, _, f = self.w_in.shape
+            h = linear(x_BTD, self.w_in[...].astype(cd).reshape(d, 2 * f))
+            h_BTF = jax.nn.silu(h[..., :f]) * h[..., f:]
         else:
-            h_BTF = x_BTD @ self.w_in[...].astype(cd) + self.b_in[...].astype(cd)
+            h_BTF = linear(x_BTD, self.w_in[...].astype(cd)) + self.b_in[...].astype(cd)
             h_BTF = jax.nn.gelu(h_BTF, approximate=True)
-        y_BTD = h_BTF @ self.w_out[...].astype(cd)
+        y_BTD = linear(h_BTF, self.w_out[...].astype(cd))
         if self.b_out is not None:
             y_BTD = y_BTD + self.b_out[...].astype(cd)
         return y_BTD
@@ -460,9 +550,7 @@ class Transformer(nnx.Module):
             x_BTD = block(x_BTD, causal=causal, taps=taps)
         x_BTD = self.norm_final(x_BTD)
         w_DV = self.embed[...].T if self.head is None else self.head[...]
-        logits_BTV = jnp.einsum(
-            "btd,dv->btv", x_BTD, w_DV.astype(cd), preferred_element_type=jnp.float32
-        )
+        logits_BTV = linear(x_BTD, w_DV.astype(cd), jnp.float32)
         if self.logit_mult != 1.0:
             logits_BTV = logits_BTV * self.logit_mult
         if taps is not None:
