@@ -7,18 +7,26 @@ devices: see `scaling.train.runtime`); `--no-tuning` measures the plain process 
 FLOPs use the `attention` convention; the peak is a float32 matmul measured now.
 
     .venv/bin/python benchmarks/train_throughput.py [--seconds 8] [--no-tuning]
+        [--torch PYTHON] [--rounds 2]
 
-The PyTorch figures (nanoGPT, same shapes, this 2-core CPU, peak ~210 GFLOP/s) are quoted
-from issue 3 as MFU (d_model 64-512). The ratio compares tokens/s, the one figure that does not
-depend on whose peak is right: PyTorch's tokens/s = its MFU x 210 GFLOP/s / FLOPs per token.
+The reference is nanoGPT on PyTorch with the same shapes (`benchmarks/nanogpt_torch.py`), run
+in the same session by a Python that has torch (--torch, else $SCALING_TORCH_PYTHON, else this
+one if it imports torch), alternating with the JAX step size by size for --rounds rounds, so a
+machine whose speed drifts (this VM's does, by +-25% over minutes) drifts for both. The ratio
+compares tokens/s. Without torch, the figures quoted in issue 3 (MFU at a 210 GFLOP/s peak)
+stand in, and the output says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 # Sizes: (d_model, n_layers, n_heads).
 SIZES = ((64, 2, 2), (128, 4, 2), (256, 6, 4), (384, 6, 6), (512, 8, 8))
@@ -32,7 +40,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per size")
     parser.add_argument("--no-tuning", action="store_true", help="SCALING_RUNTIME=off")
     parser.add_argument("--sizes", default="", help="comma-separated d_model subset")
+    parser.add_argument(
+        "--torch",
+        default=os.environ.get("SCALING_TORCH_PYTHON", ""),
+        help="a Python with torch for the reference (default: this one if it can)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="JAX/PyTorch alternations per size")
     args = parser.parse_args()
+    torch_python = find_torch_python(args.torch)
     if args.no_tuning:
         os.environ["SCALING_RUNTIME"] = "off"
     from scaling.train.runtime import prepare_process
@@ -54,21 +69,37 @@ def main() -> int:
         flush=True,
     )
     wanted = {int(s) for s in args.sizes.split(",") if s}
+    ref_kind = f"PyTorch measured ({torch_python})" if torch_python else "PyTorch quoted (issue 3)"
+    print(f"reference: {ref_kind}; {args.rounds} alternating rounds of {args.seconds:g} s each")
     header = (
         f"{'d_model':>7} {'layers':>6} {'N_nonemb':>10} {'tokens/s':>10} {'step s':>7} "
-        f"{'MFU':>6} {'PyTorch MFU':>11} {'PyTorch tok/s':>13} {'ratio tok/s':>11}"
+        f"{'MFU':>6} {'PyTorch tok/s':>13} {'PyTorch MFU':>11} {'ratio tok/s':>11}"
     )
     print(header)
     for d, L, H in SIZES:
         if wanted and d not in wanted:
             continue
-        n_ne, tps, step_s, mfu_ = measure(d, L, H, args.seconds, peak)
-        ref = PYTORCH_MFU.get(d)
+        timer, n_ne, fpt = build_step(d, L, H)
+        ours, ref = [], []
+        for _ in range(max(args.rounds, 1)):
+            ours.append(timer(args.seconds))
+            if torch_python and d in PYTORCH_MFU:
+                ref.append(torch_tokens_per_s(torch_python, d, L, H, args.seconds))
+        tps = sum(ours) / len(ours)
+        step_s = BATCH * CONTEXT / tps
+        mfu_ = tps * fpt / peak.flops
         if ref:
-            ref_tps = ref * PYTORCH_PEAK / fpt_of(d, L, H)
-            ref_s = f"{ref:11.2f} {ref_tps:13,.0f} {tps / ref_tps:11.2f}"
+            ref_tps = sum(ref) / len(ref)
+            ref_mfu = ref_tps * fpt / peak.flops
+        elif d in PYTORCH_MFU:
+            ref_mfu = PYTORCH_MFU[d]
+            ref_tps = ref_mfu * PYTORCH_PEAK / fpt_of(d, L, H)
         else:
-            ref_s = f"{'-':>11} {'-':>13} {'-':>11}"
+            ref_tps = None
+        if ref_tps:
+            ref_s = f"{ref_tps:13,.0f} {ref_mfu:11.3f} {tps / ref_tps:11.2f}"
+        else:
+            ref_s = f"{'-':>13} {'-':>11} {'-':>11}"
         print(
             f"{d:7d} {L:6d} {n_ne:10.3g} {tps:10,.0f} {step_s:7.3f} {mfu_:6.3f} {ref_s}", flush=True
         )
@@ -84,8 +115,43 @@ def fpt_of(d: int, L: int, H: int) -> float:
     return flops.flops_per_token(shape, "attention")
 
 
-def measure(d: int, L: int, H: int, seconds: float, peak) -> tuple[int, float, float, float]:
-    """Non-embedding params, tokens/s, seconds/step and MFU of the training step at one size."""
+def find_torch_python(given: str) -> str | None:
+    """A Python that imports torch: `given`, else this one if it can, else None."""
+    for candidate in ([given] if given else []) + [sys.executable]:
+        path = shutil.which(candidate) or candidate
+        ok = subprocess.run([path, "-c", "import torch"], capture_output=True).returncode == 0
+        if ok:
+            return path
+        if given:
+            raise SystemExit(f"--torch {given}: cannot import torch there")
+    return None
+
+
+def torch_tokens_per_s(python: str, d: int, L: int, H: int, seconds: float) -> float:
+    """Tokens/s of the PyTorch reference at one size, in its own process."""
+    script = Path(__file__).with_name("nanogpt_torch.py")
+    cmd = [
+        python,
+        str(script),
+        "--sizes",
+        f"{d}:{L}:{H}",
+        "--seconds",
+        str(seconds),
+        "--batch",
+        str(BATCH),
+        "--context",
+        str(CONTEXT),
+        "--vocab",
+        str(VOCAB),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "XLA_FLAGS")}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"])
+
+
+def build_step(d: int, L: int, H: int):
+    """(timer, non-embedding params, FLOPs per token) for one size; timer(seconds) runs the
+    compiled training step for about that long and returns tokens/s."""
     import jax
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -96,7 +162,7 @@ def measure(d: int, L: int, H: int, seconds: float, peak) -> tuple[int, float, f
     from scaling.train.config import RunConfig
     from scaling.train.optim import make_optimizer
     from scaling.train.step import init_params, make_train_step
-    from scaling.train.throughput import MFU_CONVENTION, mfu
+    from scaling.train.throughput import MFU_CONVENTION
 
     shape = ModelShape(d_model=d, n_layers=L, n_heads=H, vocab_size=VOCAB, context=CONTEXT)
     config = RunConfig(model=shape).with_overrides([f"train.batch_size={BATCH}"])
@@ -107,34 +173,35 @@ def measure(d: int, L: int, H: int, seconds: float, peak) -> tuple[int, float, f
     rep, shard = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
     graphdef, params = init_params(shape, 0)
     tx = make_optimizer(config)
-    params, opt_state = jax.device_put((params, tx.init(params)), rep)
+    state = list(jax.device_put((params, tx.init(params)), rep))
     step = make_train_step(
         graphdef, tx, in_shardings=(rep, rep, shard, None), out_shardings=(rep, rep, rep)
     )
     tokens = np.random.default_rng(0).integers(0, VOCAB, 2_000_000).astype(np.uint16)
+    counter = [0]
 
-    def run(i: int):
-        nonlocal params, opt_state
-        batch = train_batch(tokens, seed=0, step=i, batch_size=BATCH, context=CONTEXT)
-        params, opt_state, out = step(
-            params, opt_state, jax.device_put(batch, shard), np.float32(1e-3)
-        )
+    def run():
+        batch = train_batch(tokens, seed=0, step=counter[0], batch_size=BATCH, context=CONTEXT)
+        counter[0] += 1
+        state[0], state[1], out = step(*state, jax.device_put(batch, shard), np.float32(1e-3))
         return out["loss"]
 
-    for i in range(2):  # compile and warm up
-        run(i).block_until_ready()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        loss = run(2 + n)
-        n += 1
-        if n % 2 == 0 or n >= 3:
-            loss.block_until_ready()
-            if n >= 3 and time.perf_counter() - t0 >= seconds:
-                break
-    dt = (time.perf_counter() - t0) / n
-    tps = BATCH * CONTEXT / dt
+    for _ in range(2):  # compile and warm up
+        run().block_until_ready()
+
+    def timer(seconds: float) -> float:
+        n, t0 = 0, time.perf_counter()
+        while True:
+            loss = run()
+            n += 1
+            if n % 2 == 0 or n >= 3:
+                loss.block_until_ready()
+                if n >= 3 and time.perf_counter() - t0 >= seconds:
+                    break
+        return BATCH * CONTEXT * n / (time.perf_counter() - t0)
+
     fpt = flops.flops_per_token(shape, MFU_CONVENTION)
-    return flops.param_counts(shape).N_nonembedding, tps, dt, mfu(tps, fpt, peak)
+    return timer, flops.param_counts(shape).N_nonembedding, fpt
 
 
 if __name__ == "__main__":
