@@ -211,7 +211,9 @@ def _blocked_attention(q_BTHK, k_BTHK, v_BTHK, n: int, scale: float) -> jax.Arra
 
 
 def _blocked_attention_fwd(q_BTHK, k_BTHK, v_BTHK, n: int, scale: float):
-    T = q_BTHK.shape[1]
+    # Heads first, once (not a transposed copy of the key prefix for every block).
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q_BTHK, k_BTHK, v_BTHK))  # [B, H, T, K]
+    T = q.shape[2]
     W = T // n
     t, s = jnp.arange(W)[:, None], jnp.arange(T)[None, :]
     out, saved = [], []
@@ -219,43 +221,45 @@ def _blocked_attention_fwd(q_BTHK, k_BTHK, v_BTHK, n: int, scale: float):
         S = (i + 1) * W
         scores_BHWS = (
             jnp.einsum(
-                "bthk,bshk->bhts",
-                q_BTHK[:, i * W : S],
-                k_BTHK[:, :S],
+                "bhtk,bhsk->bhts",
+                q[:, :, i * W : S],
+                k[:, :, :S],
                 preferred_element_type=jnp.float32,
             )
             * scale
         )
         scores_BHWS = jnp.where(s[:, :S] <= t + i * W, scores_BHWS, -jnp.inf)
         p_BHWS = jnp.exp(scores_BHWS - jnp.max(scores_BHWS, axis=-1, keepdims=True))
-        inv_BWH1 = jnp.swapaxes(1.0 / jnp.sum(p_BHWS, axis=-1, keepdims=True), 1, 2)
-        o_BWHK = jnp.einsum("bhts,bshk->bthk", p_BHWS.astype(v_BTHK.dtype), v_BTHK[:, :S])
-        o_BWHK = (o_BWHK * inv_BWH1).astype(v_BTHK.dtype)
-        out.append(o_BWHK)
-        saved.append((p_BHWS, inv_BWH1, o_BWHK))
-    return jnp.concatenate(out, axis=1), (q_BTHK, k_BTHK, v_BTHK, saved)
+        inv_BHW1 = 1.0 / jnp.sum(p_BHWS, axis=-1, keepdims=True)
+        o_BHWK = jnp.einsum("bhts,bhsk->bhtk", p_BHWS.astype(v.dtype), v[:, :, :S])
+        o_BHWK = (o_BHWK * inv_BHW1).astype(v.dtype)
+        out.append(o_BHWK)
+        saved.append((p_BHWS, inv_BHW1, o_BHWK))
+    return jnp.swapaxes(jnp.concatenate(out, axis=2), 1, 2), (q, k, v, saved)
 
 
 def _blocked_attention_bwd(n: int, scale: float, res, do_BTHK):
-    q_BTHK, k_BTHK, v_BTHK, saved = res
-    W = q_BTHK.shape[1] // n
-    dq, dk, dv = [], jnp.zeros(k_BTHK.shape, jnp.float32), jnp.zeros(v_BTHK.shape, jnp.float32)
+    q, k, v, saved = res  # [B, H, T, K]
+    do = jnp.swapaxes(do_BTHK, 1, 2).astype(jnp.float32)
+    W = q.shape[2] // n
+    dq, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
     for i in range(n):
         S = (i + 1) * W
-        p_BHWS, inv_BWH1, o_BWHK = saved[i]
-        dos_BWHK = do_BTHK[:, i * W : S].astype(jnp.float32) * inv_BWH1  # dO / l
-        dv = dv.at[:, :S].add(jnp.einsum("bhts,bthk->bshk", p_BHWS, dos_BWHK))
+        p_BHWS, inv_BHW1, o_BHWK = saved[i]
+        dos_BHWK = do[:, :, i * W : S] * inv_BHW1  # dO / l
+        dv = dv.at[:, :, :S].add(jnp.einsum("bhts,bhtk->bhsk", p_BHWS, dos_BHWK))
         dp_BHWS = jnp.einsum(
-            "bthk,bshk->bhts", dos_BWHK, v_BTHK[:, :S], preferred_element_type=jnp.float32
+            "bhtk,bhsk->bhts", dos_BHWK, v[:, :, :S], preferred_element_type=jnp.float32
         )
-        d_BHW1 = jnp.swapaxes(jnp.sum(dos_BWHK * o_BWHK, axis=-1, keepdims=True), 1, 2)
+        d_BHW1 = jnp.sum(dos_BHWK * o_BHWK, axis=-1, keepdims=True)
         ds_BHWS = p_BHWS * (dp_BHWS - d_BHW1) * scale
-        dq.append(jnp.einsum("bhts,bshk->bthk", ds_BHWS, k_BTHK[:, :S].astype(jnp.float32)))
-        dk = dk.at[:, :S].add(
-            jnp.einsum("bhts,bthk->bshk", ds_BHWS, q_BTHK[:, i * W : S].astype(jnp.float32))
+        dq.append(jnp.einsum("bhts,bhsk->bhtk", ds_BHWS, k[:, :, :S].astype(jnp.float32)))
+        dk = dk.at[:, :, :S].add(
+            jnp.einsum("bhts,bhtk->bhsk", ds_BHWS, q[:, :, i * W : S].astype(jnp.float32))
         )
-    dq = jnp.concatenate(dq, axis=1)
-    return dq.astype(q_BTHK.dtype), dk.astype(k_BTHK.dtype), dv.astype(v_BTHK.dtype)
+    dq = jnp.concatenate(dq, axis=2)
+    back = (jnp.swapaxes(x, 1, 2) for x in (dq, dk, dv))
+    return tuple(x.astype(y.dtype) for x, y in zip(back, (q, k, v), strict=True))
 
 
 _blocked_attention.defvjp(_blocked_attention_fwd, _blocked_attention_bwd)
