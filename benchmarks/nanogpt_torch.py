@@ -46,7 +46,11 @@ class GPT(nn.Module):
         self.head.weight = self.tok.weight  # tied, as in nanoGPT
         for name, p in self.named_parameters():
             if p.dim() == 2:
-                std = 0.02 / (2 * layers) ** 0.5 if name.endswith(("proj.weight", "out.weight")) else 0.02
+                std = (
+                    0.02 / (2 * layers) ** 0.5
+                    if name.endswith(("proj.weight", "out.weight"))
+                    else 0.02
+                )
                 nn.init.normal_(p, 0.0, std)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
