@@ -42,10 +42,13 @@ def optimal_d(params: dict[str, float], C, k: float = DEFAULT_FLOPS_FACTOR) -> n
 
 
 def optimal_n_batch(p: dict[str, np.ndarray], C: float, k: float) -> np.ndarray:
-    """N_opt at one budget for arrays of parameters (bootstrap samples)."""
+    """N_opt at one budget for arrays of parameters (bootstrap samples). A sample with a
+    negative exponent (or overflowing scales) has no allocation: it gives NaN, which the
+    intervals leave out, without a RuntimeWarning."""
     s = p["alpha"] + p["beta"]
-    G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / s)
-    return G * (C / k) ** (p["beta"] / s)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / s)
+        return G * (C / k) ** (p["beta"] / s)
 
 
 def optimal_d_batch(p: dict[str, np.ndarray], C: float, k: float) -> np.ndarray:
