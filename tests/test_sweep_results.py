@@ -67,6 +67,7 @@ def test_rows_carry_counts_from_flops_config_columns_and_state(sweep_dir):
             assert rows[f"C_{conv}"].tolist() == want
         assert (rows["model.d_model"] == r.shape.d_model).all()
         assert (rows["optim.lr"] == r.config.optim.lr).all()
+        assert (rows["train.objective"] == "causal").all()  # a default, still a column
         assert rows["D"].max() == r.tokens
         assert rows["annealed"].tolist() == [False, False, False, True]
     assert list(df.columns[:4]) == ["run_id", "state", "step", "D"]

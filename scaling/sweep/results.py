@@ -98,6 +98,9 @@ def _run_columns(run_id: str, state: str, config: RunConfig, point: dict) -> dic
             continue
         for key, value in values.items():
             out[f"{section}.{key}"] = json.dumps(value) if isinstance(value, list | dict) else value
+    # The objective decides the FLOP count (mlm attends both ways): a column for every run, even
+    # where it is the default and so left out of the config's dict.
+    out["train.objective"] = config.train.objective
     return out
 
 
