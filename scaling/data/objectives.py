@@ -56,6 +56,12 @@ def objective_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, step, _STREAM])))
 
 
+def attends_causally(objective: str) -> bool:
+    """Whether `objective` trains with causal attention: all but mlm (bidirectional). FLOP
+    counts (budgets, C columns, MFU) use the attention the run actually trains with."""
+    return check_objective(objective) != "mlm"
+
+
 def check_objective(objective: str) -> str:
     if objective not in OBJECTIVES:
         raise ConfigError("objective", objective, " | ".join(OBJECTIVES))

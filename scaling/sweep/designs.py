@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scaling import flops
+from scaling.data.objectives import attends_causally
 from scaling.errors import ConfigError
 from scaling.io import canonical_json
 from scaling.model.shape import ModelShape
@@ -219,9 +220,8 @@ def _budget_points(
 
 
 def _causal(config: RunConfig) -> bool:
-    """Whether the run's attention is causal: every objective but mlm (bidirectional), whose
-    budget is counted with the bidirectional attention FLOPs it trains with."""
-    return config.train.objective != "mlm"
+    """Whether the run's attention is causal (budgets count the attention it trains with)."""
+    return attends_causally(config.train.objective)
 
 
 def prior_optimum(design: Design, config: RunConfig, convention: str, budget: float) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling import flops
+from scaling.data.objectives import attends_causally
 from scaling.io import read_json, read_jsonl
 from scaling.sweep.designs import PlannedRun
 from scaling.sweep.status import format_duration
@@ -96,10 +97,16 @@ def _measured_mfus(out_dir: str | Path) -> list[float]:
     return out
 
 
+def run_flops(run: PlannedRun, convention: str) -> float:
+    """The run's training compute under `convention`, with the attention it trains with
+    (bidirectional for mlm)."""
+    causal = attends_causally(run.config.train.objective)
+    return flops.training_flops(run.shape, run.tokens, convention, causal=causal)
+
+
 def run_seconds(run: PlannedRun, tp: Throughput) -> float:
     """Estimated wall time of one run: its attention-convention FLOPs at the estimated rate."""
-    compute = flops.training_flops(run.shape, run.tokens, "attention")
-    return STARTUP_S + compute / tp.flops_per_s
+    return STARTUP_S + run_flops(run, "attention") / tp.flops_per_s
 
 
 def pack_seconds(members: list[PlannedRun], tp: Throughput, speedup: float = 1.0) -> float:
@@ -108,7 +115,7 @@ def pack_seconds(members: list[PlannedRun], tp: Throughput, speedup: float = 1.0
     one startup. A pack of one is `run_seconds`."""
     if len(members) == 1:
         return run_seconds(members[0], tp)
-    longest = max(flops.training_flops(r.shape, r.tokens, "attention") for r in members)
+    longest = max(run_flops(r, "attention") for r in members)
     return STARTUP_S + len(members) * longest / (tp.flops_per_s * speedup)
 
 
@@ -154,7 +161,7 @@ def format_plan(
     for r in runs:
         s = r.shape
         counts = flops.param_counts(s)
-        c = {conv: flops.training_flops(s, r.tokens, conv) for conv in flops.CONVENTIONS}
+        c = {conv: run_flops(r, conv) for conv in flops.CONVENTIONS}
         for conv in c:
             total_c[conv] += c[conv]
         budget = r.point.get("budget")

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from scaling import flops
+from scaling.data.objectives import attends_causally
 from scaling.errors import ConfigError, DataError
 from scaling.io import read_jsonl
 from scaling.model.shape import ModelShape
@@ -76,7 +77,7 @@ def load_results(
         fixed = _run_columns(run_id, state, config, record.get("point", {}))
         shape, last_step = config.model, config.total_steps
         decays = config.optim.schedule != "constant"
-        causal = config.train.objective != "mlm"  # mlm trains with bidirectional attention
+        causal = attends_causally(config.train.objective)
         for m in metrics:
             annealed = decays and m["step"] == last_step
             rows.append({**fixed, **_metric_columns(m, shape, causal), "annealed": annealed})

@@ -183,7 +183,7 @@ class _Run:
 
         from scaling import flops
         from scaling.data import eval_batches, train_batch
-        from scaling.data.objectives import make_objective_batch
+        from scaling.data.objectives import attends_causally, make_objective_batch
         from scaling.train import distributed
         from scaling.train.mesh import make_mesh
         from scaling.train.optim import lr_at, make_optimizer
@@ -198,7 +198,7 @@ class _Run:
         total, per_step = cfg.total_steps, cfg.tokens_per_step
         B, ctx = cfg.train.batch_size, shape.context
         objective = cfg.train.objective
-        causal = objective != "mlm"  # masked LM attends both ways
+        causal = attends_causally(objective)
 
         def for_objective(batch: Any, seed: int, step: int) -> Any:
             """The raw batch for `causal`, else the objective's inputs/targets/weights."""
