@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from executor_fake_train import train_dies_once
 from sweep_fake_train import fake_train
+from tiny_sweep import fake_grid, synthetic_grid
 
 from scaling.errors import ConfigError
 from scaling.io import read_jsonl
@@ -33,20 +34,7 @@ needs_submitit = pytest.mark.skipif(
     not HAVE_SUBMITIT, reason="submitit not installed (scaling[distributed])"
 )
 
-SWEEP = """
-[base.model]
-n_heads = 2
-context = 16
-vocab_size = 64
-[base.train]
-batch_size = 4
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1}, {d_model = 32, n_layers = 2}]
-tokens = [768]
-[axes]
-"optim.lr" = [1e-3, 3e-3]
-"""  # 4 runs of 12 steps
+SWEEP = fake_grid(768)  # 4 runs of 12 steps
 
 
 def comparable(df):
@@ -202,23 +190,7 @@ def test_slurm_requeue_hook_releases_the_lease_and_resubmits_the_same_call(tmp_p
     assert store.try_claim(run.run_id) is not None
 
 
-REAL_SWEEP = """
-[base.model]
-context = 16
-vocab_size = 64
-[base.data]
-source = "synthetic:markov?vocab=64&branching=4&tokens=50000&doc=512&seed=3"
-[base.train]
-batch_size = 8
-[base.eval]
-n_evals = 2
-eval_sequences = 16
-eval_batch_size = 16
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1, n_heads = 2}]
-tokens = [2560]
-"""  # one run of 20 steps
+REAL_SWEEP = synthetic_grid("2560")  # one run of 20 steps
 
 
 @pytest.mark.slow

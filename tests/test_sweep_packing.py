@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from sweep_fake_packed import fake_packed_dies_once, fake_train_packed
 from sweep_fake_train import fake_train
+from tiny_sweep import TOKENS_PER_STEP, fake_grid, synthetic_grid
 
 from scaling.errors import ConfigError
 from scaling.io import read_json, read_jsonl
@@ -43,40 +44,8 @@ from scaling.train import RunConfig
 TESTS = Path(__file__).parent
 HAVE_SUBMITIT = importlib.util.find_spec("submitit") is not None
 
-FAKE_SWEEP = """
-[base.model]
-n_heads = 2
-context = 16
-vocab_size = 64
-[base.train]
-batch_size = 4
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1}, {d_model = 32, n_layers = 2}]
-tokens = [%d]
-[axes]
-"optim.lr" = [1e-3, 3e-3, %s]
-"""  # 6 runs of `steps` steps; the fake diverges at lr >= 1 (step 3)
 
-REAL_SWEEP = """
-[base.model]
-context = 16
-vocab_size = 64
-[base.data]
-source = "synthetic:markov?vocab=64&branching=4&tokens=50000&doc=512&seed=3"
-[base.train]
-batch_size = 8
-[base.eval]
-n_evals = 2
-eval_sequences = 16
-eval_batch_size = 16
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1, n_heads = 2}]
-tokens = [1280, 2560]
-[axes]
-"optim.lr" = [3e-3, 1e-2]
-"""  # 4 runs of one shape: 10 and 20 steps
+REAL_SWEEP = synthetic_grid("1280, 2560", "3e-3, 1e-2")  # 4 runs of one shape: 10 and 20 steps
 TOL = 1e-5  # float32: a vmapped step may sum in another order (test_train_packed.py)
 LOSSES = ("train_loss", "eval_loss", "eval_loss_se")
 
@@ -139,7 +108,7 @@ def fingerprints(run_dir: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def test_killed_pack_resumes_each_member_once_and_packs_only_the_rest(tmp_path, monkeypatch):
-    spec = write(tmp_path, FAKE_SWEEP % (40 * 4 * 16, "2.0"))
+    spec = write(tmp_path, fake_grid(40 * TOKENS_PER_STEP, "1e-3, 3e-3, 2.0"))
     out = tmp_path / "killed"
     code = (
         "from scaling.sweep.runner import run_sweep; "
@@ -203,7 +172,7 @@ def test_killed_pack_resumes_each_member_once_and_packs_only_the_rest(tmp_path, 
 
 @pytest.mark.skipif(not HAVE_SUBMITIT, reason="submitit not installed (scaling[distributed])")
 def test_slurm_pack_job_that_died_is_resubmitted_and_each_member_resumes(tmp_path, monkeypatch):
-    spec = write(tmp_path, (FAKE_SWEEP % (12 * 4 * 16, "1e-2")).replace(", 1e-2]", "]"))
+    spec = write(tmp_path, fake_grid(12 * TOKENS_PER_STEP))
     markers = tmp_path / "markers"
     markers.mkdir()
     monkeypatch.setenv("DIE_ONCE_MARKER_DIR", str(markers))
@@ -246,7 +215,7 @@ def test_slurm_pack_job_that_died_is_resubmitted_and_each_member_resumes(tmp_pat
 def test_dry_run_lists_the_packs(tmp_path, capsys):
     from scaling.cli.main import main
 
-    spec = write(tmp_path, FAKE_SWEEP % (40 * 4 * 16, "1e-2"))
+    spec = write(tmp_path, fake_grid(40 * TOKENS_PER_STEP, "1e-3, 3e-3, 1e-2"))
     runs = plan(load_spec(spec))
     dry = ["sweep", "run", str(spec), "--dry-run", "--out", str(tmp_path / "o")]
     assert main([*dry, "--pack-size", "3"]) == 0
@@ -272,7 +241,7 @@ def test_dry_run_lists_the_packs(tmp_path, capsys):
 def test_bad_pack_size_flag_is_one_line_naming_flag_value_and_allowed(tmp_path, capsys, value):
     from scaling.cli.main import main
 
-    spec = write(tmp_path, FAKE_SWEEP % (640, "1e-2"))
+    spec = write(tmp_path, fake_grid(640, "1e-3, 3e-3, 1e-2"))
     assert main(["sweep", "run", str(spec), "--dry-run", "--pack-size", value]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -291,7 +260,7 @@ def test_bad_pack_size_in_the_sweep_file_names_the_key(value):
 def test_pack_size_in_the_sweep_file_and_the_flag_overrides_it(tmp_path, capsys):
     from scaling.cli.main import main
 
-    spec = write(tmp_path, FAKE_SWEEP % (640, "1e-2") + "[executor]\npack_size = 3\n")
+    spec = write(tmp_path, fake_grid(640, "1e-3, 3e-3, 1e-2") + "[executor]\npack_size = 3\n")
     assert load_spec(spec).executor.pack_size == 3
     assert parse_executor({"pack_size": "auto"}).pack_size == "auto"
     dry = ["sweep", "run", str(spec), "--dry-run", "--out", str(tmp_path / "o")]

@@ -8,6 +8,7 @@ import socket
 import pandas as pd
 import pytest
 from sweep_fake_train import fake_train
+from tiny_sweep import fake_grid
 
 from scaling import flops
 from scaling.cli.main import main
@@ -19,20 +20,7 @@ from scaling.sweep.runner import prepare_sweep_dir
 from scaling.sweep.spec import load_spec
 from scaling.sweep.status import format_status, sweep_status
 
-SWEEP = """
-[base.model]
-n_heads = 2
-context = 16
-vocab_size = 64
-[base.train]
-batch_size = 4
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1}, {d_model = 32, n_layers = 2}]
-tokens = [1280]
-[axes]
-"optim.lr" = [1e-3, 2.0]
-"""
+SWEEP = fake_grid(1280, "1e-3, 2.0")
 
 
 @pytest.fixture

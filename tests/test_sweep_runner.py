@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sweep_fake_train import fake_train
+from tiny_sweep import TOKENS_PER_STEP, fake_grid
 
 from scaling.io import read_json, read_jsonl
 from scaling.sweep.results import load_results
@@ -26,25 +27,10 @@ from scaling.sweep.store import RunStore
 
 TESTS = Path(__file__).parent
 
-SWEEP = """
-[base.model]
-n_heads = 2
-context = 16
-vocab_size = 64
-[base.train]
-batch_size = 4
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1}, {d_model = 32, n_layers = 2}]
-tokens = [%d]
-[axes]
-"optim.lr" = [1e-3, 3e-3, %s]
-"""
-
 
 def write_sweep(tmp_path: Path, steps: int = 40, third_lr: str = "1e-2") -> Path:
     spec = tmp_path / "sweep.toml"
-    spec.write_text(SWEEP % (steps * 4 * 16, third_lr))
+    spec.write_text(fake_grid(steps * TOKENS_PER_STEP, f"1e-3, 3e-3, {third_lr}"))
     return spec
 
 

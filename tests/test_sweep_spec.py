@@ -4,26 +4,14 @@ exits non-zero and writes nothing."""
 from __future__ import annotations
 
 import pytest
+from tiny_sweep import ONE_SHAPE, fake_grid
 
 from scaling.cli.main import main
 from scaling.errors import ConfigError
 from scaling.sweep.designs import plan
 from scaling.sweep.spec import load_spec
 
-GOOD = """
-[base.model]
-n_heads = 2
-context = 16
-vocab_size = 64
-[base.train]
-batch_size = 4
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1}]
-tokens = [1280]
-[axes]
-"optim.lr" = [1e-3, 3e-3]
-"""
+GOOD = fake_grid(1280, shapes=ONE_SHAPE)
 
 
 def spec_file(tmp_path, text):

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_sweep import ONE_SHAPE, fake_grid
 
 from scaling.errors import ConfigError
 from scaling.train.distributed import LaunchPlan, initialize, plan_launch
@@ -339,20 +340,7 @@ def test_a_process_already_running_jax_is_refused():
         initialize(plan)
 
 
-SWEEP = """
-[base.model]
-n_heads = 2
-context = 16
-vocab_size = 64
-[base.train]
-batch_size = 4
-[design]
-kind = "grid"
-shapes = [{d_model = 16, n_layers = 1}]
-tokens = [768]
-[axes]
-"optim.lr" = [1e-3, 3e-3]
-"""  # 2 runs of 12 steps
+SWEEP = fake_grid(768, shapes=ONE_SHAPE)  # 2 runs of 12 steps
 
 
 @pytest.mark.skipif(
