@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from executor_fake_train import train_dies_once
 from sweep_fake_train import fake_train
-from tiny_sweep import fake_grid, synthetic_grid
+from tiny import fake_grid, synthetic_grid
 
 from scaling.errors import ConfigError
 from scaling.io import read_jsonl

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sweep_fake_packed import fake_packed_dies_once, fake_train_packed
 from sweep_fake_train import fake_train
-from tiny_sweep import TOKENS_PER_STEP, fake_grid, synthetic_grid
+from tiny import TOKENS_PER_STEP, fake_grid, synthetic_grid
 
 from scaling.errors import ConfigError
 from scaling.io import read_json, read_jsonl

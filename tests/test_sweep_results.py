@@ -8,7 +8,7 @@ import socket
 import pandas as pd
 import pytest
 from sweep_fake_train import fake_train
-from tiny_sweep import fake_grid
+from tiny import fake_grid
 
 from scaling import flops
 from scaling.cli.main import main

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from sweep_fake_train import fake_train
-from tiny_sweep import TOKENS_PER_STEP, fake_grid
+from tiny import TOKENS_PER_STEP, fake_grid
 
 from scaling.io import read_json, read_jsonl
 from scaling.sweep.results import load_results

@@ -4,7 +4,7 @@ exits non-zero and writes nothing."""
 from __future__ import annotations
 
 import pytest
-from tiny_sweep import ONE_SHAPE, fake_grid
+from tiny import ONE_SHAPE, fake_grid
 
 from scaling.cli.main import main
 from scaling.errors import ConfigError

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_sweep import ONE_SHAPE, fake_grid
+from tiny import ONE_SHAPE, fake_grid
 
 from scaling.errors import ConfigError
 from scaling.train.distributed import LaunchPlan, initialize, plan_launch

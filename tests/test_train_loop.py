@@ -9,35 +9,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny import MARKOV
+from tiny import tiny_config as tiny
 
 from scaling.io import read_json, read_jsonl
-from scaling.train import RunConfig, train
 from scaling.train import loop as loop_module
-
-SOURCE = "synthetic:markov?vocab=16&branching=2&tokens=200000&doc=512&seed=1"
-
+from scaling.train import train
 
 pytestmark = pytest.mark.usefixtures("cache_dir")  # tests/conftest.py
-
-
-def tiny(**sections) -> RunConfig:
-    d = {
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "vocab_size": 16, "context": 32},
-        "data": {"source": SOURCE},
-        "optim": {"lr": 1e-2, "warmup_steps": 10},
-        "train": {"batch_size": 16, "steps": 60},
-        "eval": {"n_evals": 6, "eval_sequences": 64, "eval_batch_size": 32},
-        "checkpoint": {"every_steps": 10, "every_seconds": 0.0},
-    }
-    for name, values in sections.items():
-        d[name] = {**d.get(name, {}), **values}
-    return RunConfig.from_dict(d)
 
 
 def test_validation_loss_approaches_the_entropy_rate_from_above(tmp_path):
     from scaling.data import load_tokens
 
-    H = load_tokens(SOURCE).manifest.entropy_rate
+    H = load_tokens(MARKOV).manifest.entropy_rate
     out = train(tiny(train={"steps": 300}, eval={"n_evals": 8}), tmp_path / "run")
     assert out.state == "done" and out.step == 300
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")

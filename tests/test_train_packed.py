@@ -9,13 +9,13 @@ largest difference was 2.4e-7).
 from __future__ import annotations
 
 import pytest
+from tiny import tiny_config
 
 from scaling.errors import ConfigError
 from scaling.io import read_json, read_jsonl
 from scaling.train import RunConfig, train
 from scaling.train.packed import check_packable, train_packed
 
-SOURCE = "synthetic:markov?vocab=16&branching=2&tokens=200000&doc=512&seed=1"
 TOL = 1e-5
 COMPARED = ("step", "tokens", "train_loss", "eval_loss", "eval_loss_se", "lr", "flops_attention")
 
@@ -23,18 +23,11 @@ COMPARED = ("step", "tokens", "train_loss", "eval_loss", "eval_loss_se", "lr", "
 pytestmark = pytest.mark.usefixtures("cache_dir")  # tests/conftest.py
 
 
+PACKED = {"train": {"steps": 40}, "eval": {"n_evals": 5}, "checkpoint": {"every_steps": 0}}
+
+
 def tiny(**sections) -> RunConfig:
-    d = {
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "vocab_size": 16, "context": 32},
-        "data": {"source": SOURCE},
-        "optim": {"lr": 1e-2, "warmup_steps": 10},
-        "train": {"batch_size": 16, "steps": 40},
-        "eval": {"n_evals": 5, "eval_sequences": 64, "eval_batch_size": 32},
-        "checkpoint": {"every_steps": 0, "every_seconds": 0.0},
-    }
-    for name, values in sections.items():
-        d[name] = {**d.get(name, {}), **values}
-    return RunConfig.from_dict(d)
+    return tiny_config(PACKED, **sections)
 
 
 # Three members differing in init seed, data seed, learning rate, schedule and length.

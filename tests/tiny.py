@@ -1,13 +1,19 @@
-"""The small sweep files the sweep tests share, as TOML text.
+"""Small fixtures the tests share: sweep files as TOML text, and a run config.
 
 `fake_grid`: gpt2 shapes with n_heads 2, context 16, vocab 64 and batch 4 (64 tokens a step),
 a grid over `shapes` x optim.lr; sized for the fake trainers, which never build the model
 (`sweep_fake_train` diverges a run at lr >= 1, at step 3).
 `synthetic_grid`: one real d16 shape trained on a synthetic Markov corpus (batch 8 x context
 16, 128 tokens a step) with two evaluations.
+`tiny_config`: a d32 L2 run on a 16-symbol synthetic Markov corpus (`MARKOV`, entropy rate in
+its manifest), 60 steps of 16 x 32 tokens with six evaluations and checkpoints every 10 steps.
 """
 
 from __future__ import annotations
+
+from scaling.train import RunConfig
+
+MARKOV = "synthetic:markov?vocab=16&branching=2&tokens=200000&doc=512&seed=1"
 
 ONE_SHAPE = "[{d_model = 16, n_layers = 1}]"
 TWO_SHAPES = "[{d_model = 16, n_layers = 1}, {d_model = 32, n_layers = 2}]"
@@ -53,3 +59,20 @@ kind = "grid"
 shapes = [{{d_model = 16, n_layers = 1, n_heads = 2}}]
 tokens = [{tokens}]
 {axes}"""
+
+
+def tiny_config(*layers: dict, **sections: dict) -> RunConfig:
+    """The tiny run's config; each of `layers` ({section: {key: value}}) and then `sections`
+    updates its sections' values in turn."""
+    d = {
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "vocab_size": 16, "context": 32},
+        "data": {"source": MARKOV},
+        "optim": {"lr": 1e-2, "warmup_steps": 10},
+        "train": {"batch_size": 16, "steps": 60},
+        "eval": {"n_evals": 6, "eval_sequences": 64, "eval_batch_size": 32},
+        "checkpoint": {"every_steps": 10, "every_seconds": 0.0},
+    }
+    for layer in (*layers, sections):
+        for name, values in layer.items():
+            d[name] = {**d.get(name, {}), **values}
+    return RunConfig.from_dict(d)
