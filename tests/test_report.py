@@ -235,3 +235,20 @@ def test_known_law_is_recovered_within_intervals(tmp_path):
     assert abs(study.fits["approach3"].allocation["a"] - a_true) < 0.03
     assert abs(study.fits["approach2"].allocation["a"] - a_true) < 0.1
     assert not study.excluded_budgets
+
+
+def test_band_leaves_out_nan_draws_and_has_no_band_where_every_draw_is_nan():
+    import warnings
+
+    import numpy as np
+
+    from scaling.report.figures import LEVEL, _band
+
+    draws = np.array([[1.0, np.nan, 3.0], [2.0, np.nan, np.nan], [3.0, np.nan, 5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no All-NaN RuntimeWarning
+        lo, hi = _band(draws)
+    q = 50 * (1 - LEVEL)
+    assert np.allclose([lo[0], hi[0]], np.percentile([1.0, 2.0, 3.0], [q, 100 - q]))
+    assert np.isnan(lo[1]) and np.isnan(hi[1])
+    assert np.allclose([lo[2], hi[2]], np.percentile([3.0, 5.0], [q, 100 - q]))

@@ -79,8 +79,13 @@ def c_grid(study: Study, decades_beyond: float = 2.0) -> np.ndarray:
 
 
 def _band(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The central LEVEL interval of bootstrap draws [draws, points] at each point, NaN draws
+    left out; NaN (no band) at points where every draw is NaN."""
     q = 50 * (1 - LEVEL)
-    lo, hi = np.nanpercentile(vals, [q, 100 - q], axis=0)
+    lo, hi = np.full(vals.shape[1], np.nan), np.full(vals.shape[1], np.nan)
+    some = ~np.isnan(vals).all(axis=0)
+    if some.any():
+        lo[some], hi[some] = np.nanpercentile(vals[:, some], [q, 100 - q], axis=0)
     return lo, hi
 
 
