@@ -13,7 +13,8 @@ The reference is nanoGPT on PyTorch with the same shapes (`benchmarks/nanogpt_to
 in the same session by a Python that has torch (--torch, else $SCALING_TORCH_PYTHON, else this
 one if it imports torch), alternating with the JAX step size by size for --rounds rounds, so a
 machine whose speed drifts (this VM's does, by +-25% over minutes) drifts for both. The ratio
-compares tokens/s. Without torch, the figures quoted in issue 3 (MFU at a 210 GFLOP/s peak)
+compares the mean tokens/s of the rounds; `each round` gives each round's own ratio, the spread
+to read it with. Without torch, the figures quoted in issue 3 (MFU at a 210 GFLOP/s peak)
 stand in, and the output says so.
 """
 
@@ -73,7 +74,7 @@ def main() -> int:
     print(f"reference: {ref_kind}; {args.rounds} alternating rounds of {args.seconds:g} s each")
     header = (
         f"{'d_model':>7} {'layers':>6} {'N_nonemb':>10} {'tokens/s':>10} {'step s':>7} "
-        f"{'MFU':>6} {'PyTorch tok/s':>13} {'PyTorch MFU':>11} {'ratio tok/s':>11}"
+        f"{'MFU':>6} {'PyTorch tok/s':>13} {'PyTorch MFU':>11} {'ratio tok/s':>11}  each round"
     )
     print(header)
     for d, L, H in SIZES:
@@ -100,8 +101,10 @@ def main() -> int:
             ref_s = f"{ref_tps:13,.0f} {ref_mfu:11.3f} {tps / ref_tps:11.2f}"
         else:
             ref_s = f"{'-':>13} {'-':>11} {'-':>11}"
+        rounds = ",".join(f"{a / b:.2f}" for a, b in zip(ours, ref, strict=False)) or "-"
         print(
-            f"{d:7d} {L:6d} {n_ne:10.3g} {tps:10,.0f} {step_s:7.3f} {mfu_:6.3f} {ref_s}", flush=True
+            f"{d:7d} {L:6d} {n_ne:10.3g} {tps:10,.0f} {step_s:7.3f} {mfu_:6.3f} {ref_s}  {rounds}",
+            flush=True,
         )
     return 0
 
