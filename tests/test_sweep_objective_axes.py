@@ -28,6 +28,13 @@ ISOFLOP = {
     "prior_exponent": 0.4,
 }
 
+CAUSAL_AND_MLM_ISOFLOP = {  # the same budget planned for both objectives
+    "base": {"model": {"context": 64, "vocab_size": 64}, "train": {"batch_size": 16}},
+    "design": ISOFLOP,
+    "axes": {"train.objective": ["causal", "mlm"]},
+    "convention": "attention",
+}
+
 
 @pytest.mark.parametrize(
     ("key", "values", "read"),
@@ -56,13 +63,7 @@ def test_an_unknown_axis_key_is_refused_naming_the_defaulted_fields_it_allows():
 
 
 def test_mlm_budgets_count_bidirectional_attention():
-    raw = {
-        "base": {"model": {"context": 64, "vocab_size": 64}, "train": {"batch_size": 16}},
-        "design": ISOFLOP,
-        "axes": {"train.objective": ["causal", "mlm"]},
-        "convention": "attention",
-    }
-    runs = plan(parse_spec(raw))
+    runs = plan(parse_spec(CAUSAL_AND_MLM_ISOFLOP))
     assert {r.config.train.objective for r in runs} == {"causal", "mlm"}
     tokens = {}
     for r in runs:
@@ -127,13 +128,7 @@ def test_shipped_objectives_sweep_plans_every_objective_at_every_budget():
 def test_plan_table_counts_mlm_runs_bidirectionally():
     from scaling.sweep.plan_table import Throughput, format_plan
 
-    raw = {
-        "base": {"model": {"context": 64, "vocab_size": 64}, "train": {"batch_size": 16}},
-        "design": ISOFLOP,
-        "axes": {"train.objective": ["causal", "mlm"]},
-        "convention": "attention",
-    }
-    runs = plan(parse_spec(raw))
+    runs = plan(parse_spec(CAUSAL_AND_MLM_ISOFLOP))
     table = format_plan(runs, "attention", Throughput(1e11, 0.5, "test"), workers=1)
     rows = {line.split()[0]: line.split() for line in table.splitlines()[1 : len(runs) + 1]}
     for r in runs:
