@@ -6,12 +6,14 @@ learned positions, tied input/output embedding, causal attention by PyTorch's fu
 (run it with a Python that has it); prints one JSON line per size.
 
     python benchmarks/nanogpt_torch.py --sizes 64:2:2,128:4:2 [--seconds 8]
+    python benchmarks/nanogpt_torch.py --serve    # then lines like "64:2:2 2.5" on stdin
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -63,7 +65,9 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
-def measure(d: int, layers: int, heads: int, seconds: float, batch: int, context: int, vocab: int):
+def make_timer(d: int, layers: int, heads: int, batch: int, context: int, vocab: int):
+    """A function of seconds that trains the model for about that long and returns its figures
+    (the model, optimizer and data are built once, and two warm-up steps run first)."""
     torch.manual_seed(0)
     model = GPT(d, layers, heads, vocab, context)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -87,27 +91,46 @@ def measure(d: int, layers: int, heads: int, seconds: float, batch: int, context
 
     for _ in range(2):
         step()
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < seconds:
-        step()
-        n += 1
-    dt = (time.perf_counter() - t0) / n
-    return {"d_model": d, "tokens_per_s": batch * context / dt, "step_s": dt, "steps": n}
+
+    def timer(seconds: float) -> dict:
+        n, t0 = 0, time.perf_counter()
+        while n < 2 or time.perf_counter() - t0 < seconds:
+            step()
+            n += 1
+        dt = (time.perf_counter() - t0) / n
+        return {"d_model": d, "tokens_per_s": batch * context / dt, "step_s": dt, "steps": n}
+
+    return timer
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Answer requests `d_model:layers:heads seconds` on stdin, one JSON line each, keeping
+    each size's model: a caller can alternate short rounds with its own measurements."""
+    timers = {}
+    for line in sys.stdin:
+        spec, seconds = line.split()
+        if spec not in timers:
+            d, layers, heads = map(int, spec.split(":"))
+            timers[spec] = make_timer(d, layers, heads, args.batch, args.context, args.vocab)
+        print(json.dumps(timers[spec](float(seconds))), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", required=True, help="d_model:layers:heads,...")
+    ap.add_argument("--sizes", default="", help="d_model:layers:heads,...")
+    ap.add_argument("--serve", action="store_true", help="answer 'd:L:H seconds' lines on stdin")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=256)
     args = ap.parse_args()
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
-    for spec in args.sizes.split(","):
+    if args.serve:
+        return serve(args)
+    for spec in filter(None, args.sizes.split(",")):
         d, layers, heads = map(int, spec.split(":"))
-        out = measure(d, layers, heads, args.seconds, args.batch, args.context, args.vocab)
-        print(json.dumps(out), flush=True)
+        timer = make_timer(d, layers, heads, args.batch, args.context, args.vocab)
+        print(json.dumps(timer(args.seconds)), flush=True)
 
 
 if __name__ == "__main__":

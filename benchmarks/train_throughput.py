@@ -6,16 +6,18 @@ batches from `scaling.data.train_batch`), set up the same way (allocator, CPU sp
 devices: see `scaling.train.runtime`); `--no-tuning` measures the plain process instead.
 FLOPs use the `attention` convention; the peak is a float32 matmul measured now.
 
-    .venv/bin/python benchmarks/train_throughput.py [--seconds 8] [--no-tuning]
-        [--torch PYTHON] [--rounds 2]
+    .venv/bin/python benchmarks/train_throughput.py [--seconds 2] [--rounds 5] [--no-tuning]
+        [--torch PYTHON] [--sizes 64,128]
 
 The reference is nanoGPT on PyTorch with the same shapes (`benchmarks/nanogpt_torch.py`), run
 in the same session by a Python that has torch (--torch, else $SCALING_TORCH_PYTHON, else this
-one if it imports torch), alternating with the JAX step size by size for --rounds rounds, so a
-machine whose speed drifts (this VM's does, by +-25% over minutes) drifts for both. The ratio
-compares the mean tokens/s of the rounds; `each round` gives each round's own ratio, the spread
-to read it with. Without torch, the figures quoted in issue 3 (MFU at a 210 GFLOP/s peak)
-stand in, and the output says so.
+one if it imports torch). It stays up in one process (`--serve`), and the two alternate in
+short rounds, size by size: each round times the JAX step, then the PyTorch step, for
+--seconds (at least two steps) each, so the two windows lie seconds apart and a machine whose
+speed drifts (this VM's does, by +-25% over minutes) drifts for both. Tokens/s are the medians
+over the rounds, and the ratio is the median of the rounds' own ratios (`each round`, the
+spread to read it with). Without torch, the figures quoted in issue 3 (MFU at a 210 GFLOP/s
+peak) stand in, and the output says so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +41,7 @@ BATCH, CONTEXT, VOCAB = 64, 256, 256
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per size")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per round")
     parser.add_argument("--no-tuning", action="store_true", help="SCALING_RUNTIME=off")
     parser.add_argument("--sizes", default="", help="comma-separated d_model subset")
     parser.add_argument(
@@ -46,7 +49,7 @@ def main() -> int:
         default=os.environ.get("SCALING_TORCH_PYTHON", ""),
         help="a Python with torch for the reference (default: this one if it can)",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="JAX/PyTorch alternations per size")
+    parser.add_argument("--rounds", type=int, default=5, help="JAX/PyTorch alternations per size")
     args = parser.parse_args()
     torch_python = find_torch_python(args.torch)
     if args.no_tuning:
@@ -70,7 +73,12 @@ def main() -> int:
         flush=True,
     )
     wanted = {int(s) for s in args.sizes.split(",") if s}
-    ref_kind = f"PyTorch measured ({torch_python})" if torch_python else "PyTorch quoted (issue 3)"
+    reference = TorchReference(torch_python) if torch_python else None
+    ref_kind = (
+        f"PyTorch {reference.version} measured ({torch_python})"
+        if reference
+        else "PyTorch quoted (issue 3)"
+    )
     print(f"reference: {ref_kind}; {args.rounds} alternating rounds of {args.seconds:g} s each")
     header = (
         f"{'d_model':>7} {'layers':>6} {'N_nonemb':>10} {'tokens/s':>10} {'step s':>7} "
@@ -84,13 +92,13 @@ def main() -> int:
         ours, ref = [], []
         for _ in range(max(args.rounds, 1)):
             ours.append(timer(args.seconds))
-            if torch_python:
-                ref.append(torch_tokens_per_s(torch_python, d, L, H, args.seconds))
-        tps = sum(ours) / len(ours)
+            if reference:
+                ref.append(reference.tokens_per_s(d, L, H, args.seconds))
+        tps = statistics.median(ours)
         step_s = BATCH * CONTEXT / tps
         mfu_ = tps * fpt / peak.flops
         if ref:
-            ref_tps = sum(ref) / len(ref)
+            ref_tps = statistics.median(ref)
             ref_mfu = ref_tps * fpt / peak.flops
         elif d in PYTORCH_MFU:
             ref_mfu = PYTORCH_MFU[d]
@@ -98,7 +106,9 @@ def main() -> int:
         else:
             ref_tps = None
         if ref_tps:
-            ref_s = f"{ref_tps:13,.0f} {ref_mfu:11.3f} {tps / ref_tps:11.2f}"
+            rounds_ratio = [a / b for a, b in zip(ours, ref, strict=False)] or [tps / ref_tps]
+            ratio = statistics.median(rounds_ratio)
+            ref_s = f"{ref_tps:13,.0f} {ref_mfu:11.3f} {ratio:11.2f}"
         else:
             ref_s = f"{'-':>13} {'-':>11} {'-':>11}"
         rounds = ",".join(f"{a / b:.2f}" for a, b in zip(ours, ref, strict=False)) or "-"
@@ -106,6 +116,8 @@ def main() -> int:
             f"{d:7d} {L:6d} {n_ne:10.3g} {tps:10,.0f} {step_s:7.3f} {mfu_:6.3f} {ref_s}  {rounds}",
             flush=True,
         )
+    if reference:
+        reference.close()
     return 0
 
 
@@ -130,26 +142,34 @@ def find_torch_python(given: str) -> str | None:
     return None
 
 
-def torch_tokens_per_s(python: str, d: int, L: int, H: int, seconds: float) -> float:
-    """Tokens/s of the PyTorch reference at one size, in its own process."""
-    script = Path(__file__).with_name("nanogpt_torch.py")
-    cmd = [
-        python,
-        str(script),
-        "--sizes",
-        f"{d}:{L}:{H}",
-        "--seconds",
-        str(seconds),
-        "--batch",
-        str(BATCH),
-        "--context",
-        str(CONTEXT),
-        "--vocab",
-        str(VOCAB),
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "XLA_FLAGS")}
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"])
+class TorchReference:
+    """The PyTorch reference in one long-lived process (`nanogpt_torch.py --serve`), so each
+    round's PyTorch window follows the JAX window within a second or two."""
+
+    def __init__(self, python: str):
+        script = Path(__file__).with_name("nanogpt_torch.py")
+        cmd = [python, str(script), "--serve", "--batch", str(BATCH), "--context", str(CONTEXT)]
+        cmd += ["--vocab", str(VOCAB)]
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "XLA_FLAGS")}
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self.version = json.loads(self._line())["torch"]
+
+    def _line(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the PyTorch reference stopped (exit {self.proc.wait()})")
+        return line
+
+    def tokens_per_s(self, d: int, L: int, H: int, seconds: float) -> float:
+        self.proc.stdin.write(f"{d}:{L}:{H} {seconds}\n")
+        self.proc.stdin.flush()
+        return float(json.loads(self._line())["tokens_per_s"])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def build_step(d: int, L: int, H: int):
@@ -197,9 +217,9 @@ def build_step(d: int, L: int, H: int):
         while True:
             loss = run()
             n += 1
-            if n % 2 == 0 or n >= 3:
+            if n >= 2:
                 loss.block_until_ready()
-                if n >= 3 and time.perf_counter() - t0 >= seconds:
+                if time.perf_counter() - t0 >= seconds:
                     break
         return BATCH * CONTEXT * n / (time.perf_counter() - t0)
 
