@@ -105,7 +105,10 @@ def linear(x_NK: jax.Array, w_KM: jax.Array, out_dtype: jnp.dtype | None = None)
     gradient, a product over all tokens, transposes the smaller of x and the output gradient:
     XLA's CPU dot wants its left operand's contracted (token) axis minor and copies it into that
     layout, so dW = xᵀ·g copies x while (gᵀ·x)ᵀ copies g. At d_model 64 the copy of the MLP's
-    [tokens, 4d] activations took longer than the dot itself.
+    [tokens, 4d] activations took longer than the dot itself. The product is also formed with
+    its smaller axis first ([512, 8192]·[8192, 128] runs at ~70 GFLOP/s on one core here,
+    [128, 8192]·[8192, 512] at ~100), behind an optimization barrier: XLA would otherwise fold
+    the transpose after it (ours, or the tied embedding's) back into the dot.
     """
     return _linear(x_NK, w_KM, out_dtype)
 
@@ -127,10 +130,11 @@ def _linear_bwd(out_dtype, res, g_NM):
     dx = jnp.einsum(
         "...m,km->...k", g_NM.astype(w_KM.dtype), w_KM, preferred_element_type=jnp.float32
     ).astype(x_NK.dtype)
+    barrier = jax.lax.optimization_barrier
     if K <= M:
-        dw = jnp.einsum("nk,nm->km", x2, g2, preferred_element_type=jnp.float32)
+        dw = barrier(jnp.einsum("nk,nm->km", x2, g2, preferred_element_type=jnp.float32))
     else:
-        dw = jnp.einsum("nm,nk->mk", g2, x2, preferred_element_type=jnp.float32).T
+        dw = barrier(jnp.einsum("nm,nk->mk", g2, x2, preferred_element_type=jnp.float32)).T
     return dx, dw.astype(w_KM.dtype)
 
 
