@@ -60,6 +60,17 @@ def test_cpu_peak_is_measured_once_and_cached_keeping_the_best(tmp_path, monkeyp
     assert (tmp_path / "cpu_peak.json").is_file()
 
 
+def test_cpu_peak_cache_key_names_the_cores_this_process_may_use(monkeypatch):
+    # Two processes pinned one per core must not reuse the whole machine's peak (a run of
+    # several processes multiplies the per-process peak by their number).
+    monkeypatch.setattr(throughput.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    both = throughput.cpu_key(1)
+    monkeypatch.setattr(throughput.os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    one = throughput.cpu_key(1)
+    assert both != one
+    assert f"1 of {throughput.os.cpu_count()} cores" in one
+
+
 def test_measured_matmul_peak_is_plausible():
     flops_per_s = throughput.measure_cpu_matmul_peak(n=256, repeats=2)
     assert 1e8 < flops_per_s < 1e14

@@ -66,22 +66,34 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def cpu_key(n_devices: int) -> str:
+    """The cache key of a CPU peak: machine, CPU model, the cores this process may use, jax, and
+    its local devices (two processes pinned one per core each get half the machine's peak)."""
     import jax
 
-    parts = [platform.node(), _cpu_model(), str(os.cpu_count()), f"jax {jax.__version__}"]
+    cores = f"{usable_cores()} of {os.cpu_count()} cores"
+    parts = [platform.node(), _cpu_model(), cores, f"jax {jax.__version__}"]
     parts.append(f"devices {n_devices}")
     return " | ".join(parts)
 
 
 def measure_cpu_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-`repeats` FLOP/s of an n x n float32 matmul, rows sharded over all CPU devices."""
+    """Best-of-`repeats` FLOP/s of an n x n float32 matmul, rows sharded over this process's CPU
+    devices (in a run of several processes, each measures its own)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    devices = jax.devices("cpu")
+    devices = jax.local_devices(backend="cpu")
     mesh = Mesh(np.array(devices), ("d",))
     rows = NamedSharding(mesh, PartitionSpec("d", None))
     full = NamedSharding(mesh, PartitionSpec())
@@ -99,14 +111,15 @@ def measure_cpu_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 
 
 def cpu_peak(*, refresh: bool = False) -> Peak:
-    """The measured CPU peak, from the on-disk cache when this machine has measured it.
+    """This process's measured CPU peak, from the on-disk cache when this machine has measured
+    it for the same cores and local devices.
 
     `refresh` measures again; the cache keeps the highest value measured (a busy machine
     measures low, and the peak is the best the machine can do).
     """
     import jax
 
-    key = cpu_key(len(jax.devices("cpu")))
+    key = cpu_key(len(jax.local_devices(backend="cpu")))
     path = cache_dir() / "cpu_peak.json"
     entries: dict = {}
     if path.is_file():
