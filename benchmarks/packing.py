@@ -98,23 +98,18 @@ def measure_single(shape: Any, batch: int, dtype: str, seconds: float) -> float:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     from scaling.train.config import RunConfig
+    from scaling.train.mesh import make_mesh
     from scaling.train.optim import make_optimizer
-    from scaling.train.step import init_params, make_train_step
+    from scaling.train.step import init_params, make_run_step
 
-    devices = jax.local_devices()
-    if batch % len(devices):
-        devices = devices[:1]
-    mesh = Mesh(np.array(devices), ("data",))
-    rep, shard = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    run_mesh = make_mesh(RunConfig().mesh, batch)
+    rep, shard = run_mesh.replicated(), run_mesh.batch()
     graphdef, params = init_params(shape, 0, jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
     tx = make_optimizer(RunConfig())
     state = jax.device_put({"p": params, "o": tx.init(params)}, rep)
-    step = make_train_step(
-        graphdef, tx, in_shardings=(rep, rep, shard, None), out_shardings=(rep, rep, rep)
-    )
+    step = make_run_step(graphdef, tx, run_mesh, {"params": rep, "opt_state": rep})
     tokens = np.random.default_rng(0).integers(0, shape.vocab_size, (batch, shape.context + 1))
     tokens = tokens.astype(np.int32)
 

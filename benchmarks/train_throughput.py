@@ -177,29 +177,24 @@ def build_step(d: int, L: int, H: int):
     compiled training step for about that long and returns tokens/s."""
     import jax
     import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     from scaling import flops
     from scaling.data import train_batch
     from scaling.model.shape import ModelShape
     from scaling.train.config import RunConfig
+    from scaling.train.mesh import make_mesh
     from scaling.train.optim import make_optimizer
-    from scaling.train.step import init_params, make_train_step
+    from scaling.train.step import init_params, make_run_step
     from scaling.train.throughput import MFU_CONVENTION
 
     shape = ModelShape(d_model=d, n_layers=L, n_heads=H, vocab_size=VOCAB, context=CONTEXT)
     config = RunConfig(model=shape).with_overrides([f"train.batch_size={BATCH}"])
-    devices = jax.local_devices()
-    if BATCH % len(devices):
-        devices = devices[:1]
-    mesh = Mesh(np.array(devices), ("data",))
-    rep, shard = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+    run_mesh = make_mesh(config.mesh, BATCH)  # as the training loop: the same mesh and step
+    rep, shard = run_mesh.replicated(), run_mesh.batch()
     graphdef, params = init_params(shape, 0)
     tx = make_optimizer(config)
     state = list(jax.device_put((params, tx.init(params)), rep))
-    step = make_train_step(
-        graphdef, tx, in_shardings=(rep, rep, shard, None), out_shardings=(rep, rep, rep)
-    )
+    step = make_run_step(graphdef, tx, run_mesh, {"params": rep, "opt_state": rep})
     tokens = np.random.default_rng(0).integers(0, VOCAB, 2_000_000).astype(np.uint16)
     counter = [0]
 

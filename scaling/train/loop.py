@@ -188,7 +188,7 @@ class _Run:
         from scaling.train.mesh import make_mesh
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
-        from scaling.train.step import init_params, make_eval_step, make_train_step
+        from scaling.train.step import init_params, make_eval_step, make_run_step
         from scaling.train.throughput import MFU_CONVENTION, Peak, device_peak, mfu
 
         enable_compilation_cache()
@@ -239,13 +239,8 @@ class _Run:
         params, opt_state = arrays["params"], arrays["opt_state"]
         del arrays
 
-        step_fn = make_train_step(
-            graphdef,
-            tx,
-            z_loss=cfg.train.z_loss,
-            causal=causal,
-            in_shardings=(state_sharding["params"], state_sharding["opt_state"], sharded, None),
-            out_shardings=(state_sharding["params"], state_sharding["opt_state"], replicated),
+        step_fn = make_run_step(
+            graphdef, tx, run_mesh, state_sharding, z_loss=cfg.train.z_loss, causal=causal
         )
         val = eval_batches(
             self.data.val,

@@ -111,6 +111,105 @@ def make_train_step(
     return jax.jit(fn, donate_argnums=(0, 1), **kwargs)
 
 
+def make_run_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    run_mesh: Any,
+    state_sharding: Any,
+    *,
+    z_loss: float = 0.0,
+    causal: bool = True,
+) -> Callable:
+    """The train step of a run on `run_mesh` (`scaling.train.mesh.RunMesh`) with params and
+    optimizer state on `state_sharding`: `make_split_train_step` when the batch is split over
+    several CPU devices and params are replicated, else one program (`make_train_step`)."""
+    if splits_step(run_mesh):
+        return make_split_train_step(graphdef, tx, run_mesh.mesh, z_loss=z_loss, causal=causal)
+    state = (state_sharding["params"], state_sharding["opt_state"])
+    return make_train_step(
+        graphdef,
+        tx,
+        z_loss=z_loss,
+        causal=causal,
+        in_shardings=(*state, run_mesh.batch(), None),
+        out_shardings=(*state, run_mesh.replicated()),
+    )
+
+
+def splits_step(run_mesh: Any) -> bool:
+    """Whether `make_run_step` uses the two-program step: a batch split over several CPU
+    devices with params replicated (on accelerators one program overlaps the all-reduce)."""
+    cpu = all(d.platform == "cpu" for d in run_mesh.mesh.devices.flat)
+    return cpu and run_mesh.size > 1 and run_mesh.fsdp == 1
+
+
+def make_split_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    mesh: Any,
+    *,
+    z_loss: float = 0.0,
+    causal: bool = True,
+) -> Callable:
+    """The data-parallel train step as two programs: each device's gradient of its share of the
+    batch loss, with no collective (`shard_map`); then their sum and the AdamW update on
+    replicated params (donated). Same signature and result as `make_train_step` with the batch
+    split over every axis of `mesh` and params replicated.
+
+    On CPU host devices, which share one thread pool, this measured 1-7% faster than one
+    program with the all-reduce inside (d_model 64-384, two devices)."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    axes = tuple(mesh.axis_names)
+    z_loss, causal = float(z_loss), bool(causal)
+
+    def shard_grads(params: nnx.State, batch: Any) -> tuple[Any, jax.Array]:
+        share = _shard_share(batch, axes)
+
+        def shared_loss(p: nnx.State) -> tuple[jax.Array, jax.Array]:
+            objective, ce = loss_fn(p, graphdef, batch, z_loss, causal)
+            return share * objective, share * ce
+
+        grads, ce = jax.grad(shared_loss, has_aux=True)(params)
+        return jax.tree.map(lambda g: g[None], grads), ce[None]
+
+    grads_fn = jax.jit(
+        jax.shard_map(
+            shard_grads, mesh=mesh, in_specs=(P(), P(axes)), out_specs=P(axes), check_vma=False
+        )
+    )
+
+    def update(params, opt_state, grads_stack, ce_stack, lr):
+        grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads_stack)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), params, updates)
+        return params, opt_state, {"loss": jnp.sum(ce_stack), "grad_norm": optax.tree.norm(grads)}
+
+    replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(axes))
+    update_fn = jax.jit(
+        update,
+        donate_argnums=(0, 1),
+        in_shardings=(replicated, replicated, split, split, None),
+        out_shardings=replicated,
+    )
+
+    def step(params, opt_state, batch, lr):
+        grads_stack, ce_stack = grads_fn(params, batch)
+        return update_fn(params, opt_state, grads_stack, ce_stack, lr)
+
+    return step
+
+
+def _shard_share(batch: Any, axes: tuple[str, ...]) -> jax.Array | float:
+    """This shard's weight in the batch mean: its predicted tokens over all shards' (equal
+    shards of a plain batch; an objective batch counts its loss weights, as `_mean` does)."""
+    if not isinstance(batch, dict):
+        return 1.0 / jax.lax.axis_size(axes)
+    local = jnp.sum(batch["weights"])
+    return local / jnp.maximum(jax.lax.psum(local, axes), 1.0)
+
+
 def make_eval_step(
     graphdef: nnx.GraphDef,
     *,
