@@ -196,6 +196,11 @@ def make_split_train_step(
 
     def step(params, opt_state, batch, lr):
         grads_stack, ce_stack = grads_fn(params, batch)
+        # Launch the program with the all-reduce only once all its inputs exist. Launched
+        # earlier (steps dispatched ahead), its per-device halves start as their inputs land,
+        # and one can block a thread in the rendezvous that the other device's gradient
+        # program needs: a deadlock, measured at d_model 32-128 on two devices.
+        jax.block_until_ready((params, opt_state, grads_stack, ce_stack))
         return update_fn(params, opt_state, grads_stack, ce_stack, lr)
 
     return step
