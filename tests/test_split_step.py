@@ -10,9 +10,10 @@ size, which magnifies rounding). The gradient norm catches a wrong shard weighti
 Adam's normalised update alone could hide.
 
 Steps dispatched ahead without waiting (as the training loop does between syncs) must not
-deadlock in the all-reduce rendezvous: before the split step waited for its inputs, 300 steps
-of a 1-layer model hung in 5 of 5 runs; XLA's collective timeout is lowered so a hang fails in
-seconds.
+deadlock in a collective's rendezvous, for the split step and for the one-program FSDP step:
+before `make_run_step` launched their collective programs on ready inputs, 300 steps of a
+1-layer model hung in 5 of 5 runs (split) and 2 of 2 (FSDP). XLA's collective timeout is
+lowered so that a hang fails in seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 SCRIPT = r"""
 import json
@@ -69,33 +73,38 @@ print("RESULT " + json.dumps(out))
 
 
 ASYNC_SCRIPT = r"""
-import json
+import json, sys
 import jax, numpy as np
 from scaling.model.shape import ModelShape
 from scaling.train.config import RunConfig
 from scaling.train.mesh import make_mesh
 from scaling.train.optim import make_optimizer
-from scaling.train.step import init_params, make_split_train_step
+from scaling.train.step import init_params, make_run_step, splits_step
 
 shape = ModelShape(d_model=32, n_layers=1, n_heads=2, vocab_size=64, context=32)
-config = RunConfig(model=shape).with_overrides(["train.batch_size=16"])
+mesh = {"split": ["mesh.data=2"], "fsdp": ["mesh.data=1", "mesh.fsdp=2"]}[sys.argv[1]]
+config = RunConfig(model=shape).with_overrides(["train.batch_size=16", *mesh])
 tx = make_optimizer(config)
 run_mesh = make_mesh(config.mesh, 16)
 graphdef, params = init_params(shape, 0)
-step = make_split_train_step(graphdef, tx, run_mesh.mesh)
-p, o = jax.device_put((jax.device_get(params), tx.init(params)), run_mesh.replicated())
+arrays = {"params": params, "opt_state": tx.init(params)}
+state_sharding = run_mesh.state(arrays)
+arrays = run_mesh.put(arrays, state_sharding)
+step = make_run_step(graphdef, tx, run_mesh, state_sharding)
+p, o = arrays["params"], arrays["opt_state"]
 rng = np.random.default_rng(0)
 losses = []
 for _ in range(300):  # no wait between steps
-    batch = jax.device_put(rng.integers(0, 64, (16, 33)).astype(np.int32), run_mesh.batch())
-    p, o, m = step(p, o, batch, np.float32(1e-3))
+    batch = rng.integers(0, 64, (16, 33)).astype(np.int32)
+    p, o, m = step(p, o, run_mesh.put(batch, run_mesh.batch()), np.float32(1e-3))
     losses.append(m["loss"])
-print("RESULT " + json.dumps([float(x) for x in jax.device_get(losses)]))
+out = {"splits": splits_step(run_mesh), "losses": [float(x) for x in jax.device_get(losses)]}
+print("RESULT " + json.dumps(out))
 """
 
 
-def run_on_two_devices(script: str, tmp_path) -> str:
-    """Run `script` on 2 CPU host devices; its RESULT line's JSON."""
+def run_on_two_devices(script: str, tmp_path, *args: str) -> Any:
+    """Run `script` (with `args`) on 2 CPU host devices; its RESULT line's JSON."""
     env = {
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"
@@ -106,16 +115,18 @@ def run_on_two_devices(script: str, tmp_path) -> str:
         "JAX_PLATFORMS": "cpu",
     }
     done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300
     )
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def test_split_step_dispatched_ahead_does_not_deadlock(tmp_path):
-    losses = run_on_two_devices(ASYNC_SCRIPT, tmp_path)
-    assert len(losses) == 300 and all(0.0 < x < 10.0 for x in losses)
+@pytest.mark.parametrize("mesh", ["split", "fsdp"])
+def test_steps_dispatched_ahead_do_not_deadlock(tmp_path, mesh):
+    out = run_on_two_devices(ASYNC_SCRIPT, tmp_path, mesh)
+    assert out["splits"] == (mesh == "split")  # the two-program step, or one program
+    assert len(out["losses"]) == 300 and all(0.0 < x < 10.0 for x in out["losses"])
 
 
 def test_split_step_matches_one_program_step(tmp_path):

@@ -188,7 +188,13 @@ class _Run:
         from scaling.train.mesh import make_mesh
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
-        from scaling.train.step import init_params, make_eval_step, make_run_step
+        from scaling.train.step import (
+            host_collectives,
+            init_params,
+            launched_when_ready,
+            make_eval_step,
+            make_run_step,
+        )
         from scaling.train.throughput import MFU_CONVENTION, Peak, device_peak, mfu
 
         enable_compilation_cache()
@@ -257,6 +263,8 @@ class _Run:
             in_shardings=(state_sharding["params"], eval_sharding),
             out_shardings=replicated,
         )
+        if host_collectives(run_mesh.mesh.devices.flat):  # its mean gathers over devices
+            eval_fn = launched_when_ready(eval_fn)
         peak = device_peak(cfg.train.compute_dtype)
         if several:  # tokens/s are the whole run's: count every process's devices (alike)
             n_proc = distributed.process_count()

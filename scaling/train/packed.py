@@ -246,7 +246,12 @@ class _Pack:
         from scaling.data import eval_batches, train_batch
         from scaling.train.optim import lr_at, make_optimizer
         from scaling.train.runtime import enable_compilation_cache
-        from scaling.train.step import eval_step, init_params
+        from scaling.train.step import (
+            eval_step,
+            host_collectives,
+            init_params,
+            launched_when_ready,
+        )
         from scaling.train.throughput import MFU_CONVENTION, device_peak, mfu
 
         enable_compilation_cache()
@@ -299,6 +304,11 @@ class _Pack:
             lambda stacked, k, batch: eval_step(graphdef, member_dyn(stacked, k), batch),
             out_shardings=replicated,
         )
+        if host_collectives(state_sh.mesh.devices.flat):  # launch collectives on ready inputs
+            take_member = launched_when_ready(take_member)  # a member to every device
+            evaluate_member = launched_when_ready(evaluate_member)
+            if state_sh.spec == replicated.spec:  # members on every device, each batch split
+                step_fn = launched_when_ready(step_fn)
         val = eval_batches(
             self.data.val,
             context=ctx,

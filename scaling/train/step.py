@@ -126,7 +126,7 @@ def make_run_step(
     if splits_step(run_mesh):
         return make_split_train_step(graphdef, tx, run_mesh.mesh, z_loss=z_loss, causal=causal)
     state = (state_sharding["params"], state_sharding["opt_state"])
-    return make_train_step(
+    step = make_train_step(
         graphdef,
         tx,
         z_loss=z_loss,
@@ -134,13 +134,34 @@ def make_run_step(
         in_shardings=(*state, run_mesh.batch(), None),
         out_shardings=(*state, run_mesh.replicated()),
     )
+    return launched_when_ready(step) if host_collectives(run_mesh.mesh.devices.flat) else step
 
 
 def splits_step(run_mesh: Any) -> bool:
     """Whether `make_run_step` uses the two-program step: a batch split over several CPU
     devices with params replicated (on accelerators one program overlaps the all-reduce)."""
-    cpu = all(d.platform == "cpu" for d in run_mesh.mesh.devices.flat)
-    return cpu and run_mesh.size > 1 and run_mesh.fsdp == 1
+    return host_collectives(run_mesh.mesh.devices.flat) and run_mesh.fsdp == 1
+
+
+def host_collectives(devices: Any) -> bool:
+    """Whether a program over `devices` runs its collectives between CPU host devices. There a
+    program with a collective must be launched only once its inputs exist
+    (`launched_when_ready`): launched ahead of them (steps dispatched without waiting), its
+    per-device halves start as their inputs land, one can hold a thread in the rendezvous that
+    the other needs, and XLA aborts after its collective timeout (measured on two devices)."""
+    devices = list(devices)
+    return len(devices) > 1 and all(d.platform == "cpu" for d in devices)
+
+
+def launched_when_ready(fn: Callable) -> Callable:
+    """`fn` that first waits until its array arguments exist (see `host_collectives`)."""
+
+    @functools.wraps(fn)
+    def launched(*args: Any) -> Any:
+        jax.block_until_ready(args)
+        return fn(*args)
+
+    return launched
 
 
 def make_split_train_step(
@@ -187,20 +208,17 @@ def make_split_train_step(
         return params, opt_state, {"loss": jnp.sum(ce_stack), "grad_norm": optax.tree.norm(grads)}
 
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(axes))
-    update_fn = jax.jit(
-        update,
-        donate_argnums=(0, 1),
-        in_shardings=(replicated, replicated, split, split, None),
-        out_shardings=replicated,
+    update_fn = launched_when_ready(  # it holds the all-reduce: see `host_collectives`
+        jax.jit(
+            update,
+            donate_argnums=(0, 1),
+            in_shardings=(replicated, replicated, split, split, None),
+            out_shardings=replicated,
+        )
     )
 
     def step(params, opt_state, batch, lr):
-        grads_stack, ce_stack = grads_fn(params, batch)
-        # Launch the program with the all-reduce only once all its inputs exist. Launched
-        # earlier (steps dispatched ahead), its per-device halves start as their inputs land,
-        # and one can block a thread in the rendezvous that the other device's gradient
-        # program needs: a deadlock, measured at d_model 32-128 on two devices.
-        jax.block_until_ready((params, opt_state, grads_stack, ce_stack))
+        grads_stack, ce_stack = grads_fn(params, batch)  # no collective: may run ahead
         return update_fn(params, opt_state, grads_stack, ce_stack, lr)
 
     return step

@@ -1,0 +1,81 @@
+"""Packed runs over 2 CPU host devices (in a subprocess) record what each run records alone.
+
+`pack_shardings` lays a pack out two ways: K = 2 members one per device, or K = 3 members (not
+dividing over 2) on both devices with each batch split, a program with an all-reduce. Both are
+checked against `train()` of each member alone on the same two devices, within 1e-5 nats
+(float32 sums in another order), as in `test_train_packed.py`.
+
+The split layout's step is launched only on ready inputs (`launched_when_ready`); this 30-step
+pack passes without that too, so the deadlock it prevents is tested on the run step
+(`test_split_step.py`), where 300 steps run ahead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import jax
+from tiny import tiny_config
+from scaling.train import train
+from scaling.train.packed import pack_shardings, train_packed
+
+root = Path(sys.argv[2])
+packed = {"train": {"steps": 30}, "eval": {"n_evals": 3}, "checkpoint": {"every_steps": 0}}
+members = [
+    tiny_config(packed),
+    tiny_config(packed, train={"init_seed": 1}, data={"data_seed": 3}, optim={"lr": 3e-3}),
+    tiny_config(packed, train={"init_seed": 2}, optim={"schedule": "constant"}),
+]
+keys = ("step", "train_loss", "eval_loss")
+out = {"devices": jax.device_count(), "alone": [], "layouts": {}}
+for k, cfg in enumerate(members):
+    out["alone"].append([[r[key] for key in keys] for r in train(cfg, root / f"a{k}").rows])
+for K in (2, 3):
+    state_sh = pack_shardings(K, members[0].train.batch_size)[0]
+    out["layouts"][K] = str(state_sh.spec)
+    outs = train_packed(members[:K], [root / f"p{K}-{k}" for k in range(K)])
+    out[f"K{K}"] = [[[r[key] for key in keys] for r in o.rows] for o in outs]
+    out[f"K{K}/state"] = [o.state for o in outs]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_packed_runs_over_two_devices_record_what_they_record_alone(tmp_path):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2"
+        " --xla_cpu_collective_call_warn_stuck_timeout_seconds=5"
+        " --xla_cpu_collective_call_terminate_timeout_seconds=10",
+        "SCALING_RUNTIME": "off",
+        "SCALING_CACHE_DIR": str(tmp_path / "cache"),
+        "JAX_PLATFORMS": "cpu",
+    }
+    tests_dir = str(Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, tests_dir, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    out = json.loads(lines[-1].removeprefix("RESULT "))
+    assert out["devices"] == 2
+    # K = 2: one member per device; K = 3: every member on both devices, batches split.
+    assert out["layouts"] == {"2": "P('d',)", "3": "P()"}
+    for K in (2, 3):
+        assert out[f"K{K}/state"] == ["done"] * K
+        for k, (rows, alone) in enumerate(zip(out[f"K{K}"], out["alone"], strict=False)):
+            assert [r[0] for r in rows] == [r[0] for r in alone], (K, k)
+            for r, a in zip(rows, alone, strict=True):
+                for x, y in zip(r[1:], a[1:], strict=True):
+                    assert (x is None and y is None) or abs(x - y) <= 1e-5, (K, k, r, a)
