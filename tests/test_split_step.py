@@ -18,13 +18,8 @@ lowered so that a hang fails in seconds.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from typing import Any
-
 import pytest
+from host_devices import run_on_host_devices
 
 SCRIPT = r"""
 import json
@@ -103,34 +98,15 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_on_two_devices(script: str, tmp_path, *args: str) -> Any:
-    """Run `script` (with `args`) on 2 CPU host devices; its RESULT line's JSON."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2"
-        " --xla_cpu_collective_call_warn_stuck_timeout_seconds=5"
-        " --xla_cpu_collective_call_terminate_timeout_seconds=10",
-        "SCALING_RUNTIME": "off",
-        "SCALING_CACHE_DIR": str(tmp_path),
-        "JAX_PLATFORMS": "cpu",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300
-    )
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
-
-
 @pytest.mark.parametrize("mesh", ["split", "fsdp"])
 def test_steps_dispatched_ahead_do_not_deadlock(tmp_path, mesh):
-    out = run_on_two_devices(ASYNC_SCRIPT, tmp_path, mesh)
+    out = run_on_host_devices(ASYNC_SCRIPT, 2, tmp_path, mesh, collective_timeout_s=10)
     assert out["splits"] == (mesh == "split")  # the two-program step, or one program
     assert len(out["losses"]) == 300 and all(0.0 < x < 10.0 for x in out["losses"])
 
 
 def test_split_step_matches_one_program_step(tmp_path):
-    out = run_on_two_devices(SCRIPT, tmp_path)
+    out = run_on_host_devices(SCRIPT, 2, tmp_path)
     assert out["devices"] == 2
     assert out["splits"] == [True, False, False]
     for name in ("plain", "masked"):

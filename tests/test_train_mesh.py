@@ -10,12 +10,10 @@ compile 5 runs: ~4 min on 2 heavily loaded cores, hence `slow`.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from host_devices import run_on_host_devices
 
 from scaling.train.mesh import axis_sizes, fsdp_spec
 
@@ -71,23 +69,7 @@ print("RESULT " + json.dumps(out))
 
 
 def run_jobs(jobs: list, devices: int, cache: Path) -> dict:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "SCALING_RUNTIME": "off",
-        "SCALING_CACHE_DIR": str(cache),
-        "JAX_PLATFORMS": "cpu",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(jobs)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    return run_on_host_devices(SCRIPT, devices, cache, json.dumps(jobs))
 
 
 def config(mesh: dict) -> dict:

@@ -12,11 +12,9 @@ pack passes without that too, so the deadlock it prevents is tested on the run s
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from host_devices import run_on_host_devices
 
 SCRIPT = r"""
 import json, sys
@@ -49,26 +47,10 @@ print("RESULT " + json.dumps(out))
 
 
 def test_packed_runs_over_two_devices_record_what_they_record_alone(tmp_path):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2"
-        " --xla_cpu_collective_call_warn_stuck_timeout_seconds=5"
-        " --xla_cpu_collective_call_terminate_timeout_seconds=10",
-        "SCALING_RUNTIME": "off",
-        "SCALING_CACHE_DIR": str(tmp_path / "cache"),
-        "JAX_PLATFORMS": "cpu",
-    }
     tests_dir = str(Path(__file__).parent)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, tests_dir, str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = run_on_host_devices(
+        SCRIPT, 2, tmp_path / "cache", tests_dir, str(tmp_path), collective_timeout_s=10
     )
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    out = json.loads(lines[-1].removeprefix("RESULT "))
     assert out["devices"] == 2
     # K = 2: one member per device; K = 3: every member on both devices, batches split.
     assert out["layouts"] == {"2": "P('d',)", "3": "P()"}
