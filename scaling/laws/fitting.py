@@ -243,19 +243,14 @@ def _run(state, lane, data, gtol, ftol, *, logpred, kinds, history, max_iter, pa
             small=small,
             fresh=jnp.zeros((), bool),
         )
-        started = dict(
-            z=z,
-            f=jnp.where(finite, f_try, jnp.inf),
-            g=jnp.where(finite, g_try, 0.0),
-            S=jnp.zeros_like(S),
-            Y=jnp.zeros_like(Y),
-            rho=jnp.zeros_like(rho),
-            t=jnp.ones_like(t),
-            it=jnp.zeros_like(it),
-            status=jnp.where(finite, -1, 3).astype(jnp.int32),
-            small=jnp.zeros_like(small),
-            fresh=jnp.zeros((), bool),
-        )
+        started = {  # a fresh lane's start point: empty memory, counters and flags zero
+            **jax.tree.map(jnp.zeros_like, stepped),
+            "z": z,
+            "f": jnp.where(finite, f_try, jnp.inf),
+            "g": jnp.where(finite, g_try, 0.0),
+            "t": jnp.ones_like(t),
+            "status": jnp.where(finite, -1, 3).astype(jnp.int32),
+        }
         return jax.tree.map(lambda a, b: jnp.where(fresh, a, b), started, stepped)
 
     def body(carry):
