@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.model.ops import gelu_tanh, layer_norm, rms_norm, swiglu
 from scaling.model.parametrization import multiplier
 from scaling.model.shape import ModelShape
 
@@ -63,7 +64,8 @@ def _hidden_std(shape: ModelShape, fan_in: str, *, branch_out: bool = False) -> 
 
 
 class Norm(nnx.Module):
-    """`layernorm` (scale, bias), `layernorm_nobias` (scale; PaLM) or `rmsnorm` (scale)."""
+    """`layernorm` (scale, bias), `layernorm_nobias` (scale; PaLM) or `rmsnorm` (scale), in
+    float32 (`scaling.model.ops`: the backward pass saves only the input)."""
 
     def __init__(self, dim: int, kind: str):
         self.rms = kind == "rmsnorm"
@@ -71,17 +73,10 @@ class Norm(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32)) if kind == "layernorm" else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        dtype = x.dtype
-        x = x.astype(jnp.float32)
         if self.rms:
-            x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + NORM_EPS)
-            return (x * self.scale[...]).astype(dtype)
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        x = (x - mean) * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...]
-        if self.bias is not None:
-            x = x + self.bias[...]
-        return x.astype(dtype)
+            return rms_norm(x, self.scale[...], NORM_EPS)
+        bias = None if self.bias is None else self.bias[...]
+        return layer_norm(x, self.scale[...], bias, NORM_EPS)
 
 
 def rotary(x_BTHK: jax.Array) -> jax.Array:
@@ -476,11 +471,10 @@ class MLP(nnx.Module):
         cd = self.compute_dtype
         if self.swiglu:
             d, _, f = self.w_in.shape
-            h = linear(x_BTD, self.w_in[...].astype(cd).reshape(d, 2 * f))
-            h_BTF = jax.nn.silu(h[..., :f]) * h[..., f:]
+            h_BTF = swiglu(linear(x_BTD, self.w_in[...].astype(cd).reshape(d, 2 * f)))
         else:
             h_BTF = linear(x_BTD, self.w_in[...].astype(cd)) + self.b_in[...].astype(cd)
-            h_BTF = jax.nn.gelu(h_BTF, approximate=True)
+            h_BTF = gelu_tanh(h_BTF)
         y_BTD = linear(h_BTF, self.w_out[...].astype(cd))
         if self.b_out is not None:
             y_BTD = y_BTD + self.b_out[...].astype(cd)
