@@ -335,3 +335,31 @@ def test_auto_rule_packs_only_where_a_measurement_says_it_pays(tmp_path, monkeyp
     assert tight.size_for(small) == 8  # a set K is what the user asked for
     auto = PackPolicy("auto", True, memory_bytes=5 * member_bytes(small))
     assert auto.size_for(small) == 2
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_member_memory_estimate_bounds_what_a_step_stores(variant):
+    """`member_bytes` is an upper estimate: parameters, gradients and AdamW moments (16 bytes a
+    parameter) plus every array the step keeps for its backward pass (the leaves of its VJP)."""
+    import jax
+    import numpy as np
+
+    from scaling import flops
+    from scaling.train.step import init_params, loss_fn
+
+    config = cfg(
+        model={
+            "d_model": 128,
+            "n_layers": 2,
+            "vocab_size": 256,
+            "context": 128,
+            "variant": variant,
+        },
+        train={"batch_size": 8},
+    )
+    graphdef, params = init_params(config.model, 0)
+    batch = np.zeros((config.train.batch_size, config.model.context + 1), np.int32)
+    _, backward = jax.vjp(lambda p: loss_fn(p, graphdef, batch, 0.0)[0], params)
+    stored = sum(leaf.nbytes for leaf in jax.tree.leaves(backward))
+    n = flops.param_counts(config.model).N_total
+    assert 16 * n + stored <= member_bytes(config)
