@@ -4,7 +4,8 @@ GPT-2 shapes (context 256, vocabulary 256, batch 64, float32), from ~1e5 to ~2.5
 non-embedding parameters. The step is the one `scaling train` runs (same jit, shardings, host
 batches from `scaling.data.train_batch`), set up the same way (allocator, CPU split into host
 devices: see `scaling.train.runtime`); `--no-tuning` measures the plain process instead.
-FLOPs use the `attention` convention; the peak is a float32 matmul measured now.
+FLOPs use the `attention` convention; the peak is a float32 matmul measured now. `RSS GB` is
+the JAX process's peak resident memory so far.
 
     .venv/bin/python benchmarks/train_throughput.py [--seconds 2] [--rounds 5] [--no-tuning]
         [--torch PYTHON] [--sizes 64,128]
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,7 +84,8 @@ def main() -> int:
     print(f"reference: {ref_kind}; {args.rounds} alternating rounds of {args.seconds:g} s each")
     header = (
         f"{'d_model':>7} {'layers':>6} {'N_nonemb':>10} {'tokens/s':>10} {'step s':>7} "
-        f"{'MFU':>6} {'PyTorch tok/s':>13} {'PyTorch MFU':>11} {'ratio tok/s':>11}  each round"
+        f"{'MFU':>6} {'RSS GB':>6} {'PyTorch tok/s':>13} {'PyTorch MFU':>11} {'ratio tok/s':>11}"
+        "  each round"
     )
     print(header)
     for d, L, H in SIZES:
@@ -113,12 +116,19 @@ def main() -> int:
             ref_s = f"{'-':>13} {'-':>11} {'-':>11}"
         rounds = ",".join(f"{a / b:.2f}" for a, b in zip(ours, ref, strict=False)) or "-"
         print(
-            f"{d:7d} {L:6d} {n_ne:10.3g} {tps:10,.0f} {step_s:7.3f} {mfu_:6.3f} {ref_s}  {rounds}",
+            f"{d:7d} {L:6d} {n_ne:10.3g} {tps:10,.0f} {step_s:7.3f} {mfu_:6.3f} "
+            f"{peak_rss_gb():6.1f} {ref_s}  {rounds}",
             flush=True,
         )
     if reference:
         reference.close()
     return 0
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (GB): the sizes run smallest first, so each
+    row's figure is about its own size's (tcmalloc keeps what it freed for reuse)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def fpt_of(d: int, L: int, H: int) -> float:
