@@ -6,9 +6,11 @@
 #
 #   bash benchmarks/gpu.sh            # raw numbers: $OUT (or benchmarks/out)/gpu_*.json
 #
-# Part 1, packing: ~5e6 and ~1.4e7 parameters (vocabulary 8192, context 512, 16 sequences per
-#   model per step), K = 1, 4, 16 packed models against the same runs one after another.
-# Part 2, single models from ~5e7 to ~1e9 parameters (vocabulary 50304, context 1024, 8
+# First a check that cuDNN's fused attention (used on GPUs in bfloat16) computes the model's
+# attention. Part 1, packing: ~5e6 and ~1.4e7 parameters (vocabulary 8192, context 512, 16
+#   sequences per model per step), K = 1, 4, 16 packed models against the same runs one after
+#   another.
+# Part 2, single models from ~5e7 to ~1e9 parameters (vocabulary 50304, context 1024, 16
 #   sequences per step), unpacked.
 # MFU: `attention` FLOP convention (scaling.flops), against the table peak for the device in
 # scaling.train.throughput (bfloat16 dense, e.g. H100/H200 SXM 989.4 TFLOP/s).
@@ -17,11 +19,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT_DIR=${OUT:-benchmarks/out}
 
-if [ ! -x "$PY" ]; then
-  echo "gpu.sh: $PY not found. It needs the project's virtualenv with jax[cuda]" \
-       "(this script installs nothing)." >&2
+if ! command -v "$PY" >/dev/null; then
+  echo "gpu.sh: $PY not found. It needs the project's virtualenv with jax[cuda], or" \
+       "PYTHON=a python with jax[cuda], flax and optax (this script installs nothing)." >&2
   exit 2
 fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's scaling/, installed or not
 if ! "$PY" - <<'PY' >&2
 import sys
 try:
@@ -34,7 +37,11 @@ if devices[0].platform != "gpu":
     print(f"gpu.sh: no GPU found: jax {jax.__version__} sees {devices[0].platform} devices only "
           "(needs jax[cuda] installed in the venv and an NVIDIA GPU); nothing measured.")
     sys.exit(1)
-print(f"gpu.sh: {len(devices)} x {devices[0].device_kind}, jax {jax.__version__}")
+import flax
+import optax
+
+print(f"gpu.sh: {len(devices)} x {devices[0].device_kind}, jax {jax.__version__}, "
+      f"flax {flax.__version__}, optax {optax.__version__}")
 PY
 then
   exit 2
@@ -45,14 +52,48 @@ mkdir -p "$OUT_DIR"
 echo "gpu.sh: raw numbers go to $OUT_DIR/gpu_packed.json and $OUT_DIR/gpu_single.json"
 status=0
 
+echo; echo "== check: cuDNN fused attention (bfloat16) against the model's own (float32) =="
+timeout 60 "$PY" - <<'PY' || status=$?
+import math
+
+import jax
+import jax.numpy as jnp
+
+from scaling.model import transformer
+
+print("cuDNN fused attention compiles:", transformer.cudnn_attention_available())
+B, T, H, K = 4, 1024, 8, 64
+q, k, v, g = (jax.random.normal(key, (B, T, H, K)) for key in jax.random.split(jax.random.key(0), 4))
+bf = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+
+
+def own(q, k, v):
+    return jnp.sum(g * transformer._block_causal_attention(q, k, v, 8, 1.0))
+
+
+def fused(q, k, v):
+    y = transformer.fused_attention(q, k, v, True, 1 / math.sqrt(K))
+    assert y is not None, "the fused path did not apply"
+    return jnp.sum(g * y.astype(jnp.float32))
+
+
+want = jax.jit(jax.value_and_grad(own, argnums=(0, 1, 2)))(q, k, v)
+got = jax.jit(jax.value_and_grad(fused, argnums=(0, 1, 2)))(*bf)
+rel = lambda a, b: float(jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel()))
+print("relative error (bfloat16 operands: 1e-3 to 1e-2 expected): output-weighted sum "
+      f"{rel(got[0], want[0]):.1e}; dq {rel(got[1][0].astype(jnp.float32), want[1][0]):.1e}, "
+      f"dk {rel(got[1][1].astype(jnp.float32), want[1][1]):.1e}, "
+      f"dv {rel(got[1][2].astype(jnp.float32), want[1][2]):.1e}")
+PY
+
 echo; echo "== packed vs sequential, bfloat16 =="
-timeout 200 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 256:4:4,384:6:6 --ks 1,4,16 \
+timeout 170 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 256:4:4,384:6:6 --ks 1,4,16 \
   --batch 16 --context 512 --vocab 8192 --seconds 3 --out "$OUT_DIR/gpu_packed.json" || status=$?
 
 echo; echo "== single models ~5e7 to ~1e9 parameters, bfloat16 =="
-timeout 240 "$PY" benchmarks/packing.py --dtype bfloat16 \
+timeout 220 "$PY" benchmarks/packing.py --dtype bfloat16 \
   --shapes 512:8:8,768:12:12,1024:24:16,1536:24:16,2048:18:16 --ks none \
-  --batch 8 --context 1024 --vocab 50304 --seconds 3 --out "$OUT_DIR/gpu_single.json" || status=$?
+  --batch 16 --context 1024 --vocab 50304 --seconds 3 --out "$OUT_DIR/gpu_single.json" || status=$?
 
 if [ "$status" -ne 0 ]; then
   echo "gpu.sh: a part ended with status $status (124 = its time limit); rows so far are kept" >&2

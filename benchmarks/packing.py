@@ -183,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     peak = device_peak(args.dtype)
     dev = jax.devices()[0]
     print(f"runtime: {'; '.join(notes) or 'as is'}")
+    if dev.platform == "gpu":
+        from scaling.model.transformer import cudnn_attention_available
+
+        fused = args.dtype == "bfloat16" and cudnn_attention_available()
+        print("attention:", "cuDNN fused (flash)" if fused else "the model's own (XLA)")
     print(
         f"devices: {len(jax.devices())} x {dev.device_kind} ({dev.platform}); peak "
         f"{peak.flops / 1e9:,.1f} GFLOP/s ({peak.source}); jax {jax.__version__}; "

@@ -231,6 +231,54 @@ def test_block_causal_attention_gradient_equals_the_masked_matrix(T: int, monkey
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=5e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_attention_computes_softmax_attention(causal: bool) -> None:
+    """The GPU path (`jax.nn.dot_product_attention`, run here as its XLA reference) computes
+    what the model's own attention computes, values and gradients, with the logit multiplier."""
+    import math
+
+    from scaling.model import transformer
+
+    B, T, H, K = 2, 128, 2, 16
+    kq, kk, kv, kg = jax.random.split(jax.random.key(7), 4)
+    q, k, v, g = (jax.random.normal(key, (B, T, H, K)) for key in (kq, kk, kv, kg))
+
+    def own(q, k, v):
+        return jnp.sum(g * transformer.softmax_attention(q, k, v, causal=causal, logit_mult=0.7))
+
+    def fused(q, k, v):
+        y = transformer.fused_attention(q, k, v, causal, 0.7 / math.sqrt(K), "xla")
+        return jnp.sum(g * y)
+
+    assert own(q, k, v) != 0.0
+    np.testing.assert_allclose(float(fused(q, k, v)), float(own(q, k, v)), rtol=1e-5)
+    for name, a, b in zip(
+        "qkv",
+        jax.grad(fused, argnums=(0, 1, 2))(q, k, v),
+        jax.grad(own, argnums=(0, 1, 2))(q, k, v),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=5e-6, err_msg=name)
+
+
+def test_fused_attention_only_on_a_gpu_that_compiles_it(monkeypatch) -> None:
+    """On a CPU, in float32, or where cuDNN's kernel does not compile, the model keeps its own
+    attention (None: the caller's path), and the probe runs inside a trace without failing."""
+    from scaling.model import transformer
+
+    q = jnp.ones((1, 64, 2, 16), jnp.bfloat16)
+    assert transformer.fused_attention(q, q, q, True, 0.25) is None  # a CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert transformer.fused_attention(q.astype(jnp.float32), q, q, True, 0.25) is None
+    transformer.cudnn_attention_available.cache_clear()
+    try:  # a "GPU" whose cuDNN cannot compile the kernel: probed inside the trace, then None
+        out = jax.jit(lambda q: transformer.softmax_attention(q, q, q, causal=True))(q)
+        assert not transformer.cudnn_attention_available()
+    finally:
+        transformer.cudnn_attention_available.cache_clear()
+    assert out.shape == q.shape and bool(jnp.all(jnp.isfinite(out.astype(jnp.float32))))
+
+
 @pytest.mark.parametrize(("k", "m"), [(8, 24), (24, 8)])
 def test_linear_gradient_equals_the_matmul_gradient(k: int, m: int) -> None:
     """`linear` writes its weight gradient out in either orientation; both equal autodiff of @."""

@@ -165,6 +165,10 @@ def softmax_attention(
     T, K = q_BTHK.shape[1], q_BTHK.shape[3]
     if causal and window is not None and window < T:
         return _local_attention(q_BTHK, k_BTHK, v_BTHK, window, logit_mult)
+    if window is None or window >= T:
+        fused = fused_attention(q_BTHK, k_BTHK, v_BTHK, causal, logit_mult / math.sqrt(K))
+        if fused is not None:
+            return fused
     if causal and causal_blocks(T) > 1:
         return _block_causal_attention(q_BTHK, k_BTHK, v_BTHK, causal_blocks(T), logit_mult)
     scores_BHTS = jnp.einsum(
@@ -177,6 +181,50 @@ def softmax_attention(
     if window is not None and window < T:  # bidirectional band (causal case returned above)
         mask_TS = jnp.abs(t - s) < window
     return _softmax_mix(scores_BHTS, mask_TS, v_BTHK)
+
+
+def fused_attention(
+    q_BTHK: jax.Array,
+    k_BTHK: jax.Array,
+    v_BTHK: jax.Array,
+    causal: bool,
+    scale: float,
+    implementation: str = "cudnn",
+) -> jax.Array | None:
+    """Full attention as one fused kernel (`jax.nn.dot_product_attention`): on a GPU, cuDNN's
+    flash attention for bfloat16/float16 inputs, which never forms the T×T matrix and runs on
+    the tensor cores in both passes. None where it does not apply (not a GPU, float32, a shape
+    cuDNN rejects, or a cuDNN that cannot compile it here); the caller then uses its own.
+    `implementation="xla"` runs jax's reference version anywhere (for tests)."""
+    if implementation == "cudnn" and not (
+        q_BTHK.dtype in (jnp.bfloat16, jnp.float16)
+        and jax.default_backend() == "gpu"
+        and cudnn_attention_available()
+    ):
+        return None
+    try:
+        return jax.nn.dot_product_attention(
+            q_BTHK, k_BTHK, v_BTHK, scale=scale, is_causal=causal, implementation=implementation
+        )
+    except (NotImplementedError, RuntimeError, ValueError):  # cuDNN's shape limits, at trace
+        return None
+
+
+@functools.cache
+def cudnn_attention_available() -> bool:
+    """Whether cuDNN's fused attention compiles on this GPU, forward and backward, also under
+    vmap (packed runs): probed once per process on a small causal problem."""
+
+    def loss(q: jax.Array) -> jax.Array:
+        y = jax.nn.dot_product_attention(q, q, q, is_causal=True, implementation="cudnn")
+        return jnp.sum(y.astype(jnp.float32))
+
+    probe = jax.ShapeDtypeStruct((2, 2, 128, 2, 64), jnp.bfloat16)
+    try:
+        jax.jit(jax.vmap(jax.grad(loss))).lower(probe).compile()
+        return True
+    except Exception:  # no cuDNN, or one without these kernels: the caller's own attention
+        return False
 
 
 def causal_blocks(T: int) -> int:
