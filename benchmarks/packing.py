@@ -8,7 +8,7 @@ rounds, so other load on a shared machine disturbs it less. MFU uses the `attent
 convention of `scaling.flops` and the peak of `scaling.train.throughput` (measured on CPUs,
 the published table peak on accelerators). K = 1 is train()'s step (`train_packed` hands a
 pack of one to `train`), so its speedup is 1 by construction. Host batches are transferred
-every step, as in training.
+every step, as in training. `wall s`: the point's whole time (set-up, compilation, timing).
 
     .venv/bin/python benchmarks/packing.py [--quick] [--seconds 4] [--d-models 64,128,256]
         [--ks 1,2,4,8,16] [--batch 8] [--context 256] [--dtype float32] [--out rows.json]
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = [] if args.ks == "none" else [int(k) for k in args.ks.split(",") if k]
     print(
         f"{'d_model':>7} {'layers':>6} {'N_total':>9} {'K':>3} {'packed tok/s':>13} "
-        f"{'seq tok/s':>11} {'speedup':>7} {'MFU pack':>8} {'MFU seq':>8}",
+        f"{'seq tok/s':>11} {'speedup':>7} {'MFU pack':>8} {'MFU seq':>8} {'wall s':>6}",
         flush=True,
     )
     rows: list[dict[str, Any]] = []
@@ -205,14 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         fpt = flops.flops_per_token(shape, MFU_CONVENTION)
         n_total = flops.param_counts(shape).N_total
         tokens = args.batch * shape.context
+        t0 = time.perf_counter()
         single_s = measure_single(shape, args.batch, args.dtype, args.seconds)
+        single_wall = time.perf_counter() - t0
         seq_tps = tokens / single_s
         for K in ks or [None]:
             if K is None or K == 1:  # train_packed hands a pack of one to train()
-                packed_s, K = single_s, 1
+                packed_s, K, wall = single_s, 1, single_wall
             else:
                 try:
+                    t0 = time.perf_counter()
                     packed_s = measure_packed(shape, K, args.batch, args.dtype, args.seconds)
+                    wall = time.perf_counter() - t0
                 except Exception as e:  # e.g. out of memory at a large K: report, go on
                     msg = str(e).splitlines()[0][:120]
                     print(f"{shape.d_model:7d} {shape.n_layers:6d} {'':9} {K:3d} failed: {msg}")
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 "packed_tokens_per_s": tps,
                 "sequential_tokens_per_s": seq_tps,
                 "speedup": tps / seq_tps,
+                "point_wall_s": wall,
                 "mfu_packed": tps * fpt / peak.flops,
                 "mfu_sequential": seq_tps * fpt / peak.flops,
                 "peak_flops": peak.flops,
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{shape.d_model:7d} {shape.n_layers:6d} {n_total:9.3g} {K:3d} {tps:13,.0f} "
                 f"{seq_tps:11,.0f} {tps / seq_tps:7.2f} {row['mfu_packed']:8.3f} "
-                f"{row['mfu_sequential']:8.3f}",
+                f"{row['mfu_sequential']:8.3f} {wall:6.1f}",
                 flush=True,
             )
             if args.out:
