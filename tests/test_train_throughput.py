@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from scaling import flops
@@ -89,3 +93,32 @@ def test_runtime_switches(tmp_path, monkeypatch):
     monkeypatch.delenv("SCALING_COMPILATION_CACHE")
     monkeypatch.setenv("SCALING_CACHE_DIR", str(tmp_path))
     assert runtime.compilation_cache_dir() == tmp_path / "jax-compilation"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("", ["--xla_gpu_autotune_level=0", "--xla_gpu_enable_triton_gemm=false"]),
+        ("--xla_gpu_autotune_level=2", ["--xla_gpu_autotune_level=2"]),
+    ],
+)
+def test_gpu_compile_flags_are_set_unless_named_and_a_cpu_accepts_them(given, expected):
+    """prepare_process adds the GPU compile flags to XLA_FLAGS before jax starts, keeps a value
+    the user gave, and jax on a CPU still starts and computes with them."""
+    code = (
+        "import os\n"
+        "from scaling.train.runtime import prepare_process\n"
+        "prepare_process(reexec=False)\n"
+        "import jax.numpy as jnp\n"
+        "assert float(jnp.ones(3).sum()) == 3.0\n"
+        "print(os.environ['XLA_FLAGS'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SCALING_RUNTIME")}
+    env["XLA_FLAGS"] = given
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for flag in expected:
+        assert flag in out
+    assert "--xla_gpu_enable_triton_gemm=false" in out
+    assert sum(f.startswith("--xla_gpu_autotune_level") for f in out) == 1

@@ -7,6 +7,10 @@
   (mallopt: one arena, no mmap, no trim) to keep freed memory, which removes most of it.
 - device split: the CPU is split into several XLA host devices
   (--xla_force_host_platform_device_count) so the training loop can shard each batch.
+- GPU compilation: XLA's GPU autotuning and Triton GEMM fusions are off (GPU_COMPILE_FLAGS;
+  each is left alone when XLA_FLAGS names it). On an H200 (jax 0.11.2) this cut a small
+  model's set-up and compilation from 62 s to 17 s at the same step time (d_model 256 and
+  768), which is what a sweep of many small runs spends its time on. CPUs ignore them.
 `enable_compilation_cache()` turns on JAX's persistent compilation cache (any time).
 
 SCALING_RUNTIME=off (or `scaling train --no-tuning`) leaves the process as it is;
@@ -32,6 +36,7 @@ TCMALLOC_PATHS = (
 )
 REEXEC_MARK = "SCALING_RUNTIME_REEXEC"
 MAX_CPU_DEVICES = 8
+GPU_COMPILE_FLAGS = ("--xla_gpu_autotune_level=0", "--xla_gpu_enable_triton_gemm=false")
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
@@ -75,8 +80,11 @@ def prepare_process(*, reexec: bool = True) -> list[str]:
     n = cpu_device_count()
     flags = env.get("XLA_FLAGS", "")
     split_wanted = n > 1 and "xla_force_host_platform_device_count" not in flags
+    added = [f for f in GPU_COMPILE_FLAGS if f.split("=")[0] not in flags]
     if split_wanted:
-        env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+        added.append(f"--xla_force_host_platform_device_count={n}")
+    if added:
+        env["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     needs_restart = (lib and not preloaded) or (split_wanted and _jax_started())
     can_reexec = reexec and bool(sys.argv) and os.path.isfile(sys.argv[0])
     if needs_restart and can_reexec and not os.environ.get(REEXEC_MARK):
@@ -88,8 +96,9 @@ def prepare_process(*, reexec: bool = True) -> list[str]:
         notes.append(f"allocator tcmalloc with release rate 0 ({lib})")
     elif _glibc_keep_memory():
         notes.append("allocator glibc malloc told to keep freed memory (mallopt)")
-    if split_wanted and not _jax_started():
+    if added and not _jax_started():
         os.environ["XLA_FLAGS"] = env["XLA_FLAGS"]
+    if split_wanted and not _jax_started():
         notes.append(f"CPU split into {n} XLA host devices")
     elif "xla_force_host_platform_device_count" in flags:
         count = flags.split("xla_force_host_platform_device_count=")[-1].split()[0]
