@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Training throughput and MFU on one GPU, bfloat16 compute (float32 master weights), packed and
 # unpacked: a prepared script for a machine with a GPU. It installs nothing and fetches nothing:
-# it assumes the project's virtualenv with jax[cuda] is present (PYTHON=... to use another).
-# Runs in well under 8 minutes on an H100/H200 (each part has a time limit).
+# it assumes the project's virtualenv with jax[cuda] is present (PYTHON=... to use another,
+# e.g. PYTHON=python3 on a machine whose python has jax[cuda], flax and optax). Its parts have
+# time limits that add up to 8 minutes; on an H200 most of the time is compilation (17-67 s
+# per point with the GPU compile flags of scaling.train.runtime, which it uses).
 #
 #   bash benchmarks/gpu.sh            # raw numbers: $OUT (or benchmarks/out)/gpu_*.json
 #
@@ -53,7 +55,7 @@ echo "gpu.sh: raw numbers go to $OUT_DIR/gpu_packed.json and $OUT_DIR/gpu_single
 status=0
 
 echo; echo "== check: cuDNN fused attention (bfloat16) against the model's own (float32) =="
-timeout 60 "$PY" - <<'PY' || status=$?
+timeout 45 "$PY" - <<'PY' || status=$?
 import math
 
 import jax
@@ -87,11 +89,11 @@ print("relative error (bfloat16 operands: 1e-3 to 1e-2 expected): output-weighte
 PY
 
 echo; echo "== packed vs sequential, bfloat16 =="
-timeout 170 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 256:4:4,384:6:6 --ks 1,4,16 \
+timeout 160 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 256:4:4,384:6:6 --ks 1,4,16 \
   --batch 16 --context 512 --vocab 8192 --seconds 3 --out "$OUT_DIR/gpu_packed.json" || status=$?
 
 echo; echo "== single models ~5e7 to ~1e9 parameters, bfloat16 =="
-timeout 220 "$PY" benchmarks/packing.py --dtype bfloat16 \
+timeout 275 "$PY" benchmarks/packing.py --dtype bfloat16 \
   --shapes 512:8:8,768:12:12,1024:24:16,1536:24:16,2048:18:16 --ks none \
   --batch 16 --context 1024 --vocab 50304 --seconds 3 --out "$OUT_DIR/gpu_single.json" || status=$?
 
