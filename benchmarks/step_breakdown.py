@@ -1,4 +1,4 @@
-"""Where a train step's time goes: the step against the parts it is made of, in one process.
+r"""Where a train step's time goes: the step against the parts it is made of, in one process.
 
 For one shape (or a pack of K of it, vmapped as `train_packed` runs it) it times, each jitted
 on its own: the whole step (`train_step`: gradient, AdamW update, metrics); the loss and its
