@@ -44,26 +44,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def seconds_per_call(fn, args: tuple, seconds: float) -> float:
+def seconds_per_call(run, seconds: float) -> float:
     """Two warm-up calls (compilation), then 3 rounds of at least 2 calls and seconds/3 each:
     the best round's seconds per call (the round least disturbed by other load)."""
     import jax
 
     for _ in range(2):
-        jax.block_until_ready(fn(*args))
+        jax.block_until_ready(run())
     best = float("inf")
     for _ in range(3):
         n, t0 = 0, time.perf_counter()
         while n < 2 or time.perf_counter() - t0 < seconds / 3:
-            out = fn(*args)
+            out = run()
             n += 1
         jax.block_until_ready(out)
         best = min(best, (time.perf_counter() - t0) / n)
     return best
 
 
-def parts(shape: Any, args: argparse.Namespace) -> dict[str, tuple]:
-    """name -> (jitted function, its arguments) for every part, on K stacked members."""
+def parts(shape: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """name -> a call of that part's jitted program, on K stacked members. The step and the
+    update donate their parameters and optimizer state and carry them on, as training does."""
     import dataclasses
 
     import jax
@@ -107,15 +108,27 @@ def parts(shape: Any, args: argparse.Namespace) -> dict[str, tuple]:
 
     v, jit = (lambda f: f) if K == 1 else jax.vmap, jax.jit
     grads = jit(v(grad_of(graphdef)))(params, tokens)[0]
+
+    def carried(fn: Any, *rest: Any) -> Any:
+        state = [jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, opt)]
+        donating = jax.jit(v(fn), donate_argnums=(0, 1))
+
+        def run() -> Any:
+            state[0], state[1], *_ = donating(state[0], state[1], *rest)
+            return state[0]
+
+        return run
+
+    def call(fn: Any, *fn_args: Any) -> Any:
+        compiled = jit(v(fn))
+        return lambda: compiled(*fn_args)
+
     return {
-        "step": (jit(v(step)), (params, opt, tokens, lr)),
-        "loss + gradient": (jit(v(grad_of(graphdef))), (params, tokens)),
-        "loss (forward)": (jit(v(lambda p, b: loss_fn(p, graphdef, b, 0.0)[1])), (params, tokens)),
-        f"loss + gradient, vocab {SMALL_VOCAB}": (
-            jit(v(grad_of(graphdef_s))),
-            (params_s, tokens_s),
-        ),
-        "optimizer update": (jit(v(update)), (params, opt, grads)),
+        "step": carried(step, tokens, lr),
+        "loss + gradient": call(grad_of(graphdef), params, tokens),
+        "loss (forward)": call(lambda p, b: loss_fn(p, graphdef, b, 0.0)[1], params, tokens),
+        f"loss + gradient, vocab {SMALL_VOCAB}": call(grad_of(graphdef_s), params_s, tokens_s),
+        "optimizer update": carried(update, grads),
     }
 
 
@@ -146,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'part':<30} {'ms/step':>9} {'of step':>8} {'ms/member':>10}", flush=True)
     step_s = None
-    for name, (fn, fn_args) in parts(shape, args).items():
-        s = seconds_per_call(fn, fn_args, args.seconds)
+    for name, run in parts(shape, args).items():
+        s = seconds_per_call(run, args.seconds)
         step_s = step_s or s
         print(f"{name:<30} {s * 1e3:9.2f} {s / step_s:8.2f} {s * 1e3 / args.k:10.2f}", flush=True)
         if name == "step":
