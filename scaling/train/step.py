@@ -247,23 +247,32 @@ def make_eval_step(
     return jax.jit(partial(eval_step, graphdef, causal=bool(causal)), **kwargs)
 
 
-def init_params(shape: Any, seed: int, compute_dtype: Any = jnp.float32) -> tuple[Any, Any]:
+def init_params(
+    shape: Any, seed: int, compute_dtype: Any = jnp.float32, *, scan_layers: bool = False
+) -> tuple[Any, Any]:
     """(graphdef, params) of `make_model(shape, seed)`, the parameters drawn by one jitted
     program: compiled once per shape (and kept by the persistent compilation cache), instead of
-    one small compilation per parameter when created eagerly."""
-    graphdef, draw = _param_initializer(shape, jnp.dtype(compute_dtype))
-    return graphdef, draw(jax.random.key(seed))  # nnx.Rngs(params=seed) draws from key(seed)
+    one small compilation per parameter when created eagerly. `scan_layers` changes only the
+    graphdef (how the blocks run), never the parameters."""
+    dtype = jnp.dtype(compute_dtype)
+    draw = _param_draw(shape, dtype)  # one program for both graphdefs: the same parameters
+    return _graphdef(shape, dtype, bool(scan_layers)), draw(jax.random.key(seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _graphdef(shape: Any, compute_dtype: Any, scan_layers: bool) -> nnx.GraphDef:
+    from scaling.model.transformer import make_model
+
+    abstract = nnx.eval_shape(lambda: make_model(shape, 0, compute_dtype, scan_layers=scan_layers))
+    return nnx.split(abstract, nnx.Param)[0]
 
 
 @functools.lru_cache(maxsize=16)
-def _param_initializer(shape: Any, compute_dtype: Any) -> tuple[Any, Callable]:
+def _param_draw(shape: Any, compute_dtype: Any) -> Callable:
     from scaling.model.transformer import make_model
 
-    abstract = nnx.eval_shape(lambda: make_model(shape, 0, compute_dtype))
-    graphdef, _ = nnx.split(abstract, nnx.Param)
-
     @jax.jit
-    def draw(key: jax.Array) -> nnx.State:
+    def draw(key: jax.Array) -> nnx.State:  # nnx.Rngs(params=seed) draws from key(seed)
         return nnx.split(make_model(shape, key, compute_dtype), nnx.Param)[1]
 
-    return graphdef, draw
+    return draw
