@@ -1,5 +1,6 @@
-"""GELU, SwiGLU and the norms with written-out backward passes (`scaling.model.ops`): the same
-values and gradients as the formulas differentiated by JAX, and only their input saved."""
+"""GELU, SwiGLU, the norms and the position add with written-out backward passes
+(`scaling.model.ops`): the same values and gradients as the formulas differentiated by JAX,
+and only their input saved."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling.model.ops import gelu_tanh, layer_norm, rms_norm, swiglu
+from scaling.model.ops import add_positions, gelu_tanh, layer_norm, rms_norm, swiglu
 
 EPS = 1e-5
 
@@ -37,7 +38,9 @@ def _cases():
     x = jnp.asarray(3 * rng.standard_normal((4, 16, 24)), jnp.float32)
     scale = jnp.asarray(1 + 0.3 * rng.standard_normal(24), jnp.float32)
     bias = jnp.asarray(0.1 * rng.standard_normal(24), jnp.float32)
+    pos = jnp.asarray(rng.standard_normal((16, 24)), jnp.float32)
     return {
+        "positions": (add_positions, lambda x, p: x + p, (x, pos)),
         "gelu": (gelu_tanh, lambda x: jax.nn.gelu(x, approximate=True), (x,)),
         "swiglu": (swiglu, _reference_swiglu, (x,)),
         "layernorm": (

@@ -7,6 +7,7 @@ forward values with the same operations and keep only their input (plus a norm's
 mean and inverse RMS), recomputing the rest in the backward pass, as PyTorch's kernels do:
 at d_model 512 that halves the activations a step stores (5.1 to 2.6 GiB for 8 layers and
 8192 tokens), with no loss of speed on the CPU. Gradients are computed in float32.
+`add_positions` writes out the position embedding's gradient, for speed (see there).
 """
 
 from __future__ import annotations
@@ -129,3 +130,28 @@ def _rms_norm_bwd(eps, res, g):
 
 
 rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+
+def add_positions(x_BTD: jax.Array, pos_TD: jax.Array) -> jax.Array:
+    """x + pos (cast to x's dtype) broadcast over the batch. The gradient of pos, a sum over the
+    batch, is formed as a product with a vector of ones: XLA's CPU reduce over the leading axis
+    alone ran at under 1 GB/s here (at d_model 256, 38 ms a step against 1.3 ms as a product)."""
+    return _add_positions(x_BTD, pos_TD.astype(x_BTD.dtype))
+
+
+@jax.custom_vjp
+def _add_positions(x_BTD, pos_TD):
+    return x_BTD + pos_TD
+
+
+def _add_positions_fwd(x_BTD, pos_TD):
+    return _add_positions(x_BTD, pos_TD), None
+
+
+def _add_positions_bwd(_, g_BTD):
+    ones_B = jnp.ones(g_BTD.shape[:1], g_BTD.dtype)
+    g_TD = jnp.einsum("b,btd->td", ones_B, g_BTD, preferred_element_type=jnp.float32)
+    return g_BTD, g_TD.astype(g_BTD.dtype)
+
+
+_add_positions.defvjp(_add_positions_fwd, _add_positions_bwd)

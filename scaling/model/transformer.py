@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling.model.ops import gelu_tanh, layer_norm, rms_norm, swiglu
+from scaling.model.ops import add_positions, gelu_tanh, layer_norm, rms_norm, swiglu
 from scaling.model.parametrization import multiplier
 from scaling.model.shape import ModelShape
 
@@ -608,7 +608,7 @@ class Transformer(nnx.Module):
         cd = self.compute_dtype
         x_BTD = jnp.take(self.embed[...], tokens_BT, axis=0)
         if self.pos_embed is not None:
-            x_BTD = x_BTD + self.pos_embed[...][:seq_len]
+            x_BTD = add_positions(x_BTD, self.pos_embed[...][:seq_len])
         x_BTD = x_BTD.astype(cd)
         if taps is not None:
             taps["embed"] = rms(x_BTD)
