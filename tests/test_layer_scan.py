@@ -47,7 +47,7 @@ def _batch(shape: ModelShape, seed: int = 0) -> jax.Array:
     "name",
     [
         "gpt2",
-        "llama-bidirectional",
+        pytest.param("llama-bidirectional", marks=pytest.mark.slow),
         pytest.param("palm-mup-depth", marks=pytest.mark.slow),
         pytest.param("local", marks=pytest.mark.slow),
     ],
