@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling.model.ops import add_positions, gelu_tanh, layer_norm, rms_norm, swiglu
+from scaling.model import ops
+from scaling.model.ops import add_positions, after, gelu_tanh, layer_norm, rms_norm, swiglu
 
 EPS = 1e-5
 
@@ -119,3 +120,42 @@ def test_only_the_input_is_saved_for_the_backward_pass():
         (64, 1),
         (64, 32),
     ]
+
+
+def test_after_changes_no_value_and_passes_gradients_through():
+    anchor = jnp.asarray([[-3.5, 2.0]], jnp.float32)
+    x, y = jnp.asarray([1.5, -0.0, 7.0], jnp.bfloat16), jnp.arange(4, dtype=jnp.int32)
+    ax, ay = after(anchor, x, y)
+    assert (ax.dtype, ay.dtype) == (x.dtype, y.dtype)
+    np.testing.assert_array_equal(np.asarray(ax, np.float32), np.asarray(x, np.float32))
+    np.testing.assert_array_equal(ay, y)
+    dx, da = jax.grad(lambda x, a: jnp.sum(after(a, x)[0] * jnp.arange(3.0)), (0, 1))(
+        x.astype(jnp.float32), anchor
+    )
+    np.testing.assert_array_equal(dx, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(da, jnp.zeros_like(anchor))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA's CPU scheduler")
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])  # LayerNorm, RMSNorm
+def test_norm_backward_work_is_not_kept_alive_across_the_forward_pass(variant, monkeypatch):
+    """The norms' backward passes anchor their saved values on the incoming gradient (`after`):
+    XLA's CPU scheduler would otherwise form their broadcasts over all tokens during the forward
+    pass and keep them until the backward. Measured as the compiled gradient's temporary
+    memory. If this fails because both are equal, XLA no longer hoists them and `after` can go."""
+    from scaling.model.shape import ModelShape
+    from scaling.train.step import init_params, loss_fn
+
+    shape = ModelShape(
+        d_model=64, n_layers=2, n_heads=2, vocab_size=61, context=64, variant=variant
+    )
+    graphdef, params = init_params(shape, 0)
+    batch = jax.ShapeDtypeStruct((8, shape.context + 1), jnp.int32)
+
+    def temp_bytes() -> int:
+        grad = jax.jit(jax.grad(lambda p, b: loss_fn(p, graphdef, b, 0.0)[0]))
+        return grad.lower(params, batch).compile().memory_analysis().temp_size_in_bytes
+
+    anchored = temp_bytes()
+    monkeypatch.setattr(ops, "after", lambda anchor, *xs: xs)
+    assert anchored < 0.96 * temp_bytes()

@@ -7,7 +7,8 @@ forward values with the same operations and keep only their input (plus a norm's
 mean and inverse RMS), recomputing the rest in the backward pass, as PyTorch's kernels do:
 at d_model 512 that halves the activations a step stores (5.1 to 2.6 GiB for 8 layers and
 8192 tokens), with no loss of speed on the CPU. Gradients are computed in float32.
-`add_positions` writes out the position embedding's gradient, for speed (see there).
+`add_positions` writes out the position embedding's gradient, for speed (see there), and
+`after` keeps a backward pass's work in the backward pass, for memory (see there).
 """
 
 from __future__ import annotations
@@ -20,6 +21,22 @@ import jax.numpy as jnp
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
+
+
+def after(anchor: jax.Array, *xs: jax.Array) -> tuple[jax.Array, ...]:
+    """`xs` unchanged in value, but computed from `anchor` (each plus 0 times anchor's first
+    element), so that XLA cannot start work on them before `anchor` exists.
+
+    A backward pass calls it on its saved values with the incoming gradient as anchor. Without
+    it XLA's CPU scheduler moves the backward's broadcasts of saved values (a norm's scale and
+    inverse RMS spread over all tokens) into the forward pass, as soon as their inputs exist,
+    and keeps them alive until the backward reaches them: at d_model 512 (8 layers, 8192
+    tokens a device) the norms' anchors cut the gradient program's temporaries from 4.24 to
+    3.69 GB a device, at the same speed. `jax.lax.optimization_barrier` does not prevent it:
+    XLA's CPU pipeline removes barriers before it schedules. Exact for a finite anchor (a
+    gradient that is not is a diverged step anyway)."""
+    zero = anchor.reshape(-1)[0] * 0
+    return tuple(x + zero.astype(x.dtype) for x in xs)
 
 
 @jax.custom_vjp
@@ -89,6 +106,7 @@ def _layer_norm_fwd(x, scale, bias, eps):
 
 def _layer_norm_bwd(eps, res, g):
     x, mean, inv, scale, has_bias = res
+    x, mean, inv, scale = after(g, x, mean, inv, scale)
     xhat = (x.astype(jnp.float32) - mean) * inv
     gf = g.astype(jnp.float32)
     token_axes = tuple(range(g.ndim - 1))
@@ -120,7 +138,7 @@ def _rms_norm_fwd(x, scale, eps):
 
 
 def _rms_norm_bwd(eps, res, g):
-    x, inv, scale = res
+    x, inv, scale = after(g, *res)
     xhat = x.astype(jnp.float32) * inv
     gf = g.astype(jnp.float32)
     d_scale = jnp.sum(gf * xhat, axis=tuple(range(g.ndim - 1)))
