@@ -602,6 +602,24 @@ class Transformer(nnx.Module):
     def __call__(
         self, tokens_BT: jax.Array, *, causal: bool = True, taps: dict | None = None
     ) -> jax.Array:
+        x_BTD = self.hidden(tokens_BT, causal=causal, taps=taps)
+        logits_BTV = linear(x_BTD, self.readout_weight(), jnp.float32)
+        if self.logit_mult != 1.0:
+            logits_BTV = logits_BTV * self.logit_mult
+        if taps is not None:
+            taps["logits"] = rms(logits_BTV)
+        return logits_BTV
+
+    def readout_weight(self) -> jax.Array:
+        """The [d_model, vocab] matrix of the logits (the embedding's transpose when tied), in
+        the compute dtype; the logits are `logit_mult` times hidden · this."""
+        w_DV = self.embed[...].T if self.head is None else self.head[...]
+        return w_DV.astype(self.compute_dtype)
+
+    def hidden(
+        self, tokens_BT: jax.Array, *, causal: bool = True, taps: dict | None = None
+    ) -> jax.Array:
+        """The final normed hidden states [B, T, d_model] the logits are read out from."""
         seq_len = tokens_BT.shape[1]
         if seq_len > self.shape.context:
             raise ValueError(f"sequence length {seq_len} exceeds context {self.shape.context}")
@@ -617,14 +635,7 @@ class Transformer(nnx.Module):
         else:
             for block in self.blocks:
                 x_BTD = block(x_BTD, causal=causal, taps=taps)
-        x_BTD = self.norm_final(x_BTD)
-        w_DV = self.embed[...].T if self.head is None else self.head[...]
-        logits_BTV = linear(x_BTD, w_DV.astype(cd), jnp.float32)
-        if self.logit_mult != 1.0:
-            logits_BTV = logits_BTV * self.logit_mult
-        if taps is not None:
-            taps["logits"] = rms(logits_BTV)
-        return logits_BTV
+        return self.norm_final(x_BTD)
 
     def _scanned_blocks(self, x_BTD: jax.Array, causal: bool) -> jax.Array:
         """The blocks as one scan: block 0's structure with each layer's state in turn (blocks

@@ -23,6 +23,15 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from scaling.model.readout import readout_cross_entropy
+
+
+def _inputs_targets(batch_BT1: Any) -> tuple[jax.Array, jax.Array]:
+    """(inputs, targets) [B, T]: an objective batch's own, else [:, :-1] and [:, 1:]."""
+    if isinstance(batch_BT1, dict):
+        return batch_BT1["inputs"], batch_BT1["targets"]
+    return batch_BT1[:, :-1], batch_BT1[:, 1:]
+
 
 def token_losses(
     graphdef: nnx.GraphDef, params: nnx.State, batch_BT1: Any, causal: bool = True
@@ -33,10 +42,7 @@ def token_losses(
     An objective batch (a dict) gives its own `inputs` and `targets`.
     """
     model = nnx.merge(graphdef, params)
-    if isinstance(batch_BT1, dict):
-        inputs_BT, targets_BT = batch_BT1["inputs"], batch_BT1["targets"]
-    else:
-        inputs_BT, targets_BT = batch_BT1[:, :-1], batch_BT1[:, 1:]
+    inputs_BT, targets_BT = _inputs_targets(batch_BT1)
     logits_BTV = model(inputs_BT, causal=causal).astype(jnp.float32)
     lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
     onehot_BTV = jax.nn.one_hot(targets_BT, logits_BTV.shape[-1], dtype=logits_BTV.dtype)
@@ -59,11 +65,26 @@ def loss_fn(
     z_loss: float,
     causal: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
-    """(objective, mean cross-entropy): cross-entropy plus z_loss * mean(log Z ** 2)."""
-    ce_BT, lse_BT = token_losses(graphdef, params, batch_BT1, causal)
-    ce = _mean(ce_BT, batch_BT1)
-    objective = ce + z_loss * _mean(jnp.square(lse_BT), batch_BT1) if z_loss else ce
-    return objective, ce
+    """(objective, mean cross-entropy): cross-entropy plus z_loss * mean(log Z ** 2), the
+    means as `_mean` takes them. The readout's loss runs as `readout_cross_entropy` (token
+    chunks, gradient formed at once): the values of `token_losses`, without its
+    [tokens, vocabulary] arrays."""
+    model = nnx.merge(graphdef, params)
+    inputs_BT, targets_BT = _inputs_targets(batch_BT1)
+    x_BTD = model.hidden(inputs_BT, causal=causal)
+    if isinstance(batch_BT1, dict):
+        w_BT = batch_BT1["weights"].astype(jnp.float32)
+        scale_BT = w_BT / jnp.maximum(jnp.sum(w_BT), 1.0)
+    else:
+        scale_BT = jnp.full(targets_BT.shape, 1.0 / targets_BT.size, jnp.float32)
+    return readout_cross_entropy(
+        x_BTD.reshape(-1, x_BTD.shape[-1]),
+        model.readout_weight(),
+        targets_BT.reshape(-1),
+        scale_BT.reshape(-1),
+        logit_mult=model.logit_mult,
+        z_loss=z_loss,
+    )
 
 
 def train_step(
