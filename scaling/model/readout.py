@@ -4,15 +4,14 @@ chunk, with its gradient formed in the forward pass.
 Written as the model writes it (`linear(x, w)`, then log-softmax over the vocabulary), a step
 keeps the float32 logits of every token for the backward pass and makes several more
 [tokens, vocabulary] arrays there (probabilities, their gradient, copies for the two
-products): 8192 tokens x 8192 words are 268 MB each, at d_model 128 more than the whole
-model's activations. The gradient of a mean cross-entropy with respect to the logits does not
-depend on anything after it (only on a scalar factor: the loss's own cotangent), so this
-computes it at once, chunk by chunk: each chunk's logits, log-partition, cross-entropy,
-gradient to x, and its part of the gradient to w, accumulated. Only [chunk, vocabulary] arrays
-exist at any time (`token_chunks`), and the backward pass only scales the stored
-gradients by the loss's cotangent. The products are those of `linear` and its backward pass
-(operands in the compute dtype, accumulated in float32), so values and gradients agree with
-the plain form to float32 rounding (tests/test_readout.py).
+products): 268 MB each for 8192 tokens and 8192 words. The gradient of a mean cross-entropy
+with respect to the logits does not depend on anything after it (only on a scalar factor:
+the loss's own cotangent), so this computes it at once, chunk by chunk: each chunk's logits,
+log-partition, cross-entropy, gradient to x, and its part of the gradient to w, accumulated.
+Only [chunk, vocabulary] arrays exist at any time (`token_chunks`), and the backward pass
+only scales the stored gradients by the loss's cotangent. The products are those of `linear`
+and its backward pass (operands in the compute dtype, accumulated in float32), so values and
+gradients agree with the plain form to float32 rounding (tests/test_readout.py).
 
 The same idea as Levanter's blockwise cross-entropy and Liger's fused linear cross-entropy.
 Evaluation and `taps` keep the model's own logits (`Transformer.__call__`).
