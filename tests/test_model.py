@@ -292,3 +292,41 @@ def test_linear_gradient_equals_the_matmul_gradient(k: int, m: int) -> None:
     np.testing.assert_allclose(np.asarray(linear(x, w)), np.asarray(x @ w), rtol=1e-6, atol=1e-6)
     for a, b in zip(ours, plain, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_products_are_float32_sums_rounded_once() -> None:
+    """`linear` on bfloat16 asks for bfloat16 products (`product_dtype`, which a GPU writes at
+    half the bytes) and gets float32 accumulation rounded once: forward, dx and dW over 4096
+    tokens agree with the float32 products rounded to bfloat16 in all but a few elements, and
+    those by one bfloat16 step (float32 summation order); bfloat16 sums would miss by many."""
+    from scaling.model.ops import product_dtype
+    from scaling.model.transformer import linear
+
+    bf, f32 = jnp.bfloat16, jnp.float32
+    kx, kw, kg = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, (4, 1024, 48)).astype(bf)
+    w = jax.random.normal(kw, (48, 96)).astype(bf)
+    g = jax.random.normal(kg, (4, 1024, 96)).astype(bf)
+    assert product_dtype(x, bf) == bf and product_dtype(x, f32) == f32
+    assert product_dtype(x.astype(f32), f32) == f32
+
+    y, pull = jax.vjp(linear, x, w)
+    dx, dw = pull(g)
+    assert y.dtype == dx.dtype == dw.dtype == bf
+
+    def assert_rounded_float32_sums(got: jax.Array, a: jax.Array, b: jax.Array, spec: str):
+        want = np.asarray(jnp.einsum(spec, a, b, preferred_element_type=f32).astype(bf), np.float64)
+        got = np.asarray(got, np.float64)
+        step = 2.0 ** (np.floor(np.log2(np.maximum(np.abs(want), 1e-30))) - 7)  # bf16 spacing
+        assert np.mean(got != want) < 1e-3
+        slack = 1e-5 * np.abs(want).max()  # float32 summation order, under cancellation
+        assert np.all(np.abs(got - want) <= step + slack)
+
+    assert_rounded_float32_sums(y, x, w, "btk,km->btm")
+    assert_rounded_float32_sums(dx, g, w, "btm,km->btk")
+    assert_rounded_float32_sums(dw, x, g, "btk,btm->km")
+    # a float32 result of bfloat16 operands (the readout's logits) is not rounded
+    logits = linear(x, w, f32)
+    assert logits.dtype == f32
+    want = jnp.einsum("btk,km->btm", x, w, preferred_element_type=f32)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(want), rtol=1e-6)

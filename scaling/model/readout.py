@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scaling.model.ops import product_dtype
+
 CHUNK_BYTES = 64 * 2**20  # float32 logits of one chunk, unless 4 x d_model tokens need more
 
 
@@ -107,7 +109,9 @@ def _chunks(x_ND, w_DV, targets_N, scale_N, logit_mult, z_loss, n_chunks, *, gra
         dlse_C = s_C * (1.0 + 2.0 * z_loss * lse_C) if z_loss else s_C
         g_CV = (dlse_C[:, None] * p_CV - s_C[:, None] * onehot_CV) * logit_mult
         g_CV = g_CV.astype(w_DV.dtype)
-        dx_CD = jnp.einsum("cv,dv->cd", g_CV, w_DV, preferred_element_type=jnp.float32)
+        dx_CD = jnp.einsum(
+            "cv,dv->cd", g_CV, w_DV, preferred_element_type=product_dtype(w_DV, x_ND.dtype)
+        )
         dw_DV = carry[1] + jnp.einsum(
             "cd,cv->dv", x_CD, g_CV.astype(x_CD.dtype), preferred_element_type=jnp.float32
         )

@@ -31,7 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling.model.ops import add_positions, gelu_tanh, layer_norm, rms_norm, swiglu
+from scaling.model.ops import (
+    add_positions,
+    gelu_tanh,
+    layer_norm,
+    product_dtype,
+    rms_norm,
+    swiglu,
+)
 from scaling.model.parametrization import multiplier
 from scaling.model.shape import ModelShape
 
@@ -96,14 +103,15 @@ def rotary(x_BTHK: jax.Array) -> jax.Array:
 def linear(x_NK: jax.Array, w_KM: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
     """x @ w over x's last axis (any leading axes), products accumulated in float32.
 
-    Same values as `x @ w`; its gradient is written out (`jax.custom_vjp`) so that the weight
-    gradient, a product over all tokens, transposes the smaller of x and the output gradient:
-    XLA's CPU dot wants its left operand's contracted (token) axis minor and copies it into that
-    layout, so dW = xᵀ·g copies x while (gᵀ·x)ᵀ copies g. At d_model 64 the copy of the MLP's
-    [tokens, 4d] activations took longer than the dot itself. The product is also formed with
-    its smaller axis first ([512, 8192]·[8192, 128] runs at ~70 GFLOP/s on one core here,
-    [128, 8192]·[8192, 512] at ~100), behind an optimization barrier: XLA would otherwise fold
-    the transpose after it (ours, or the tied embedding's) back into the dot.
+    Same values as `x @ w` (each product in `product_dtype`); its gradient is written out
+    (`jax.custom_vjp`) so that the weight gradient, a product over all tokens, transposes the
+    smaller of x and the output gradient: XLA's CPU dot wants its left operand's contracted
+    (token) axis minor and copies it into that layout, so dW = xᵀ·g copies x while (gᵀ·x)ᵀ
+    copies g. At d_model 64 the copy of the MLP's [tokens, 4d] activations took longer than the
+    dot itself. The product is also formed with its smaller axis first ([512, 8192]·[8192, 128]
+    runs at ~70 GFLOP/s on one core here, [128, 8192]·[8192, 512] at ~100), behind an
+    optimization barrier: XLA would otherwise fold the transpose after it (ours, or the tied
+    embedding's) back into the dot.
     """
     return _linear(x_NK, w_KM, out_dtype)
 
@@ -114,8 +122,9 @@ def _linear(x_NK, w_KM, out_dtype):
 
 
 def _linear_fwd(x_NK, w_KM, out_dtype):
-    y = jnp.einsum("...k,km->...m", x_NK, w_KM, preferred_element_type=jnp.float32)
-    return y.astype(out_dtype or x_NK.dtype), (x_NK, w_KM)
+    out = out_dtype or x_NK.dtype
+    y = jnp.einsum("...k,km->...m", x_NK, w_KM, preferred_element_type=product_dtype(x_NK, out))
+    return y.astype(out), (x_NK, w_KM)
 
 
 def _linear_bwd(out_dtype, res, g_NM):
@@ -123,13 +132,16 @@ def _linear_bwd(out_dtype, res, g_NM):
     K, M = w_KM.shape
     x2, g2 = x_NK.reshape(-1, K), g_NM.reshape(-1, M).astype(x_NK.dtype)
     dx = jnp.einsum(
-        "...m,km->...k", g_NM.astype(w_KM.dtype), w_KM, preferred_element_type=jnp.float32
+        "...m,km->...k",
+        g_NM.astype(w_KM.dtype),
+        w_KM,
+        preferred_element_type=product_dtype(w_KM, x_NK.dtype),
     ).astype(x_NK.dtype)
-    barrier = jax.lax.optimization_barrier
+    barrier, dw_dtype = jax.lax.optimization_barrier, product_dtype(x2, w_KM.dtype)
     if K <= M:
-        dw = barrier(jnp.einsum("nk,nm->km", x2, g2, preferred_element_type=jnp.float32))
+        dw = barrier(jnp.einsum("nk,nm->km", x2, g2, preferred_element_type=dw_dtype))
     else:
-        dw = barrier(jnp.einsum("nm,nk->mk", g2, x2, preferred_element_type=jnp.float32)).T
+        dw = barrier(jnp.einsum("nm,nk->mk", g2, x2, preferred_element_type=dw_dtype)).T
     return dx, dw.astype(w_KM.dtype)
 
 
