@@ -9,11 +9,13 @@
 #   bash benchmarks/gpu.sh            # raw numbers: $OUT (or benchmarks/out)/gpu_*.json
 #
 # First a check that cuDNN's fused attention (used on GPUs in bfloat16) computes the model's
-# attention. Part 1, packing: ~1.9e6 and ~5.4e6 parameters (vocabulary 8192, context 512, 16
-#   sequences per model per step), K = 1, 4, 16 packed models against the same runs one after
-#   another.
-# Part 2, single models from ~5e7 to ~1e9 parameters (vocabulary 50304, context 1024, 16
+# attention. Part 1, packing: K = 1 and 16 packed models against the same runs one after
+#   another, 16 sequences of 512 tokens per model per step, at vocabulary 256 (the project's
+#   sweeps: ~0.9e6 and ~3.4e6 parameters) and 8192 (~1.9e6 and ~5.4e6, as measured before).
+# Part 2, single models from ~1.2e8 to ~1e9 parameters (vocabulary 50304, context 1024, 16
 #   sequences per step), unpacked.
+# What XLA compiles these steps into, and the MFU that program allows (its roofline bound), is
+# in benchmarks/gpu_program.py, which needs no GPU.
 # MFU: `attention` FLOP convention (scaling.flops), against the table peak for the device in
 # scaling.train.throughput (bfloat16 dense, e.g. H100/H200 SXM 989.4 TFLOP/s).
 set -uo pipefail
@@ -51,11 +53,11 @@ fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
   --format=csv,noheader
 mkdir -p "$OUT_DIR"
-echo "gpu.sh: raw numbers go to $OUT_DIR/gpu_packed.json and $OUT_DIR/gpu_single.json"
+echo "gpu.sh: raw numbers go to $OUT_DIR/gpu_packed_v256.json, gpu_packed.json and gpu_single.json"
 status=0
 
 echo; echo "== check: cuDNN fused attention (bfloat16) against the model's own (float32) =="
-timeout 45 "$PY" - <<'PY' || status=$?
+timeout 35 "$PY" - <<'PY' || status=$?
 import math
 
 import jax
@@ -88,13 +90,18 @@ print("relative error (bfloat16 operands: 1e-3 to 1e-2 expected): output-weighte
       f"dv {rel(got[1][2].astype(jnp.float32), want[1][2]):.1e}")
 PY
 
-echo; echo "== packed vs sequential, bfloat16 =="
-timeout 160 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 128:4:2,256:4:4 --ks 1,4,16 \
+echo; echo "== packed vs sequential, bfloat16, vocabulary 256 (the project's sweeps) =="
+timeout 110 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 128:4:2,256:4:4 --ks 1,16 \
+  --batch 16 --context 512 --vocab 256 --seconds 3 --out "$OUT_DIR/gpu_packed_v256.json" \
+  || status=$?
+
+echo; echo "== packed vs sequential, bfloat16, vocabulary 8192 =="
+timeout 110 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 128:4:2,256:4:4 --ks 1,16 \
   --batch 16 --context 512 --vocab 8192 --seconds 3 --out "$OUT_DIR/gpu_packed.json" || status=$?
 
-echo; echo "== single models ~5e7 to ~1e9 parameters, bfloat16 =="
-timeout 275 "$PY" benchmarks/packing.py --dtype bfloat16 \
-  --shapes 512:8:8,768:12:12,1024:24:16,1536:24:16,2048:18:16 --ks none \
+echo; echo "== single models ~1.2e8 to ~1e9 parameters, bfloat16 =="
+timeout 225 "$PY" benchmarks/packing.py --dtype bfloat16 \
+  --shapes 768:12:12,1024:24:16,2048:18:16,1536:24:16 --ks none \
   --batch 16 --context 1024 --vocab 50304 --seconds 3 --out "$OUT_DIR/gpu_single.json" || status=$?
 
 if [ "$status" -ne 0 ]; then
