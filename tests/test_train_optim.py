@@ -12,7 +12,13 @@ from flax import nnx
 from scaling.model.shape import ModelShape
 from scaling.model.transformer import make_model
 from scaling.train.config import RunConfig
-from scaling.train.optim import decay_mask, lr_at, make_optimizer
+from scaling.train.optim import (
+    clip_by_global_norm,
+    decay_mask,
+    global_norm,
+    lr_at,
+    make_optimizer,
+)
 
 
 def cfg(**optim) -> RunConfig:
@@ -106,3 +112,34 @@ def test_gradient_clipping_bounds_the_global_norm():
 
     assert first_update(1e-3) == pytest.approx(1e-3, rel=1e-2)
     assert first_update(0.0) == pytest.approx(10 / 11 * 4, rel=1e-4)  # 16 entries of 10/11
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_clip_by_global_norm_is_optax_s_in_one_reduction(max_norm: float):
+    """`global_norm` (one reduction over all leaves, in float32) is the exact norm and optax's
+    leaf-by-leaf one (which sums a bfloat16 leaf in bfloat16); the clip built on it gives
+    optax.clip_by_global_norm's updates, clipped or not; its state is optax's (EmptyState), so
+    checkpoints carry over."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    tree = {
+        "w": jax.random.normal(keys[0], (33, 7)),
+        "b": {"x": jax.random.normal(keys[1], (5,)).astype(jnp.bfloat16)},
+        "s": jax.random.normal(keys[2], ()),
+    }
+    exact = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(tree)))
+    assert float(global_norm(tree)) == pytest.approx(exact, rel=1e-6)  # bfloat16 leaf in f32
+    assert float(global_norm(tree)) == pytest.approx(float(optax.tree.norm(tree)), rel=1e-4)
+    assert jax.jit(global_norm).lower(tree).as_text().count("stablehlo.reduce") == 1  # not 3
+    ours, theirs = clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+    assert ours.init(tree) == theirs.init(tree) == optax.EmptyState()
+    got, _ = ours.update(tree, ours.init(tree))
+    want, _ = theirs.update(tree, theirs.init(tree))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32),
+            np.asarray(b, np.float32),
+            rtol=1e-2 if a.dtype == jnp.bfloat16 else 1e-5,
+        )
+    clipped = float(global_norm(got))
+    assert clipped == pytest.approx(min(max_norm, float(global_norm(tree))), rel=1e-2)

@@ -24,6 +24,7 @@ import optax
 from flax import nnx
 
 from scaling.model.readout import readout_cross_entropy
+from scaling.train.optim import global_norm
 
 
 def _inputs_targets(batch_BT1: Any) -> tuple[jax.Array, jax.Array]:
@@ -103,7 +104,7 @@ def train_step(
     grads, ce = jax.grad(loss_fn, has_aux=True)(params, graphdef, batch_BT1, z_loss, causal)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), params, updates)
-    return params, opt_state, {"loss": ce, "grad_norm": optax.tree.norm(grads)}
+    return params, opt_state, {"loss": ce, "grad_norm": global_norm(grads)}
 
 
 def eval_step(
@@ -226,7 +227,7 @@ def make_split_train_step(
         grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads_stack)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), params, updates)
-        return params, opt_state, {"loss": jnp.sum(ce_stack), "grad_norm": optax.tree.norm(grads)}
+        return params, opt_state, {"loss": jnp.sum(ce_stack), "grad_norm": global_norm(grads)}
 
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(axes))
     update_fn = launched_when_ready(  # it holds the all-reduce: see `host_collectives`
