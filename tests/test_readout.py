@@ -70,6 +70,38 @@ def test_bfloat16_operands_give_gradients_in_their_dtype_close_to_float32():
         assert err < 2e-2
 
 
+def test_bfloat16_operands_ask_for_bfloat16_logits():
+    """bfloat16 operands ask for bfloat16 logits (as `linear` does, and PyTorch under autocast):
+    on a GPU they are written and read at half the bytes. The log-softmax is float32 either way,
+    and XLA may keep the product in float32 (the CPU's does): the value is within rounding."""
+    x, w, targets, scale = _problem(N=256, V=512, dtype=jnp.bfloat16)
+
+    def chunked(x, w):
+        return readout_cross_entropy(x, w, targets, scale, n_chunks=4)[0]
+
+    lowered = jax.jit(chunked).lower(x, w).as_text()
+    products = [line for line in lowered.splitlines() if "dot_general" in line]
+    assert len(products) == 1 and products[0].endswith("-> tensor<64x512xbf16>"), products
+    x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
+    assert "-> tensor<64x512xf32>" in jax.jit(chunked).lower(x32, w32).as_text()
+
+    def plain(x, w, logits_dtype):
+        logits = jnp.einsum("nd,dv->nv", x, w, preferred_element_type=jnp.float32)
+        logits = logits.astype(logits_dtype).astype(jnp.float32)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        return jnp.sum(scale * (lse - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]))
+
+    got = float(jax.jit(chunked)(x, w))
+    rounded, exact = (float(plain(x, w, dt)) for dt in (jnp.bfloat16, jnp.float32))
+    assert abs(rounded - exact) > 1e-5 * exact  # the two differ here, by more than float32 sums
+    assert min(abs(got - rounded), abs(got - exact)) < 1e-6 * exact
+    grads = jax.grad(chunked, argnums=(0, 1))(x, w)
+    want = jax.grad(plain, argnums=(0, 1))(x, w, jnp.bfloat16)
+    for g, ref in zip(grads, want, strict=True):
+        g, ref = np.asarray(g, np.float32), np.asarray(ref, np.float32)
+        assert np.linalg.norm(g - ref) < 1e-2 * np.linalg.norm(ref)
+
+
 def test_the_cross_entropy_output_carries_no_gradient():
     x, w, targets, scale = _problem()
     gx = jax.grad(lambda x: readout_cross_entropy(x, w, targets, scale)[1])(x)
