@@ -1,6 +1,6 @@
-"""GELU, SwiGLU, the norms and the position add with written-out backward passes
-(`scaling.model.ops`): the same values and gradients as the formulas differentiated by JAX,
-and only their input saved."""
+"""GELU, SwiGLU, the norms, the position add and the q, k, v split with written-out backward
+passes (`scaling.model.ops`): the same values and gradients as the formulas differentiated by
+JAX, and only their input saved."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from scaling.model import ops
-from scaling.model.ops import add_positions, after, gelu_tanh, layer_norm, rms_norm, swiglu
+from scaling.model.ops import (
+    add_positions,
+    after,
+    gelu_tanh,
+    layer_norm,
+    rms_norm,
+    split_qkv,
+    swiglu,
+)
 
 EPS = 1e-5
 
@@ -40,8 +48,11 @@ def _cases():
     scale = jnp.asarray(1 + 0.3 * rng.standard_normal(24), jnp.float32)
     bias = jnp.asarray(0.1 * rng.standard_normal(24), jnp.float32)
     pos = jnp.asarray(rng.standard_normal((16, 24)), jnp.float32)
+    qkv = x.reshape(4, 16, 3, 2, 4)
+    b_qkv = jnp.asarray(rng.standard_normal((3, 2, 4)), jnp.float32)
     return {
         "positions": (add_positions, lambda x, p: x + p, (x, pos)),
+        "split_qkv": (lambda x, b: jnp.stack(split_qkv(x, b), axis=2), jnp.add, (qkv, b_qkv)),
         "gelu": (gelu_tanh, lambda x: jax.nn.gelu(x, approximate=True), (x,)),
         "swiglu": (swiglu, _reference_swiglu, (x,)),
         "layernorm": (

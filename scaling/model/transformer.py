@@ -37,6 +37,7 @@ from scaling.model.ops import (
     layer_norm,
     product_dtype,
     rms_norm,
+    split_qkv,
     swiglu,
 )
 from scaling.model.parametrization import multiplier
@@ -483,9 +484,8 @@ class Attention(nnx.Module):
         d, _, H, K = self.w_qkv.shape
         qkv_BTCHK = linear(x_BTD, self.w_qkv[...].astype(cd).reshape(d, 3 * H * K))
         qkv_BTCHK = qkv_BTCHK.reshape(*x_BTD.shape[:2], 3, H, K)
-        if self.b_qkv is not None:
-            qkv_BTCHK = qkv_BTCHK + self.b_qkv[...].astype(cd)
-        q_BTHK, k_BTHK, v_BTHK = (qkv_BTCHK[:, :, c] for c in range(3))
+        b_CHK = None if self.b_qkv is None else self.b_qkv[...].astype(cd)
+        q_BTHK, k_BTHK, v_BTHK = split_qkv(qkv_BTCHK, b_CHK)
         if self.q_norm is not None:
             q_BTHK, k_BTHK = self.q_norm(q_BTHK), self.k_norm(k_BTHK)
         if self.rotary:
