@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scaling.model.readout import CHUNK_BYTES, readout_cross_entropy, token_chunks
+from scaling.model.readout import CHUNK_BYTES, logsumexp, readout_cross_entropy, token_chunks
 from scaling.model.shape import ModelShape
 from scaling.train import step as train_step_module
 from scaling.train.step import init_params, loss_fn, token_losses
@@ -68,6 +68,45 @@ def test_bfloat16_operands_give_gradients_in_their_dtype_close_to_float32():
     for got, ref in zip((gx, gw), want, strict=True):
         err = np.linalg.norm(np.asarray(got, np.float32) - ref) / np.linalg.norm(ref)
         assert err < 2e-2
+
+
+def test_the_one_pass_logsumexp_is_the_two_pass_one():
+    rng = np.random.default_rng(2)
+    for scale, shape in [(1.0, (64, 512)), (40.0, (8, 8192)), (1e3, (5, 7))]:
+        x = jnp.asarray(scale * rng.standard_normal(shape), jnp.float32)
+        want = jax.nn.logsumexp(x, axis=-1)
+        np.testing.assert_allclose(jax.jit(logsumexp)(x), want, rtol=1e-6)
+    inf = jnp.inf
+    edges = jnp.asarray([[-inf, 0.0, -inf], [-inf, -inf, -inf], [1.0, 1.0, 1.0], [88.0, 0, -90]])
+    np.testing.assert_allclose(jax.jit(logsumexp)(edges), [0.0, -inf, 1 + np.log(3), 88.0])
+
+
+@pytest.fixture
+def as_on_a_gpu(monkeypatch):
+    """`jax.default_backend()` says "gpu" (traces are cached without it: cleared both ways)."""
+    jax.clear_caches()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    yield
+    monkeypatch.undo()
+    jax.clear_caches()
+
+
+def test_the_gpu_readout_reads_the_logits_in_one_pass_to_the_same_values(request):
+    x, w, targets, scale = _problem()
+
+    def chunked(x, w):
+        return readout_cross_entropy(x, w, targets, scale, z_loss=1e-2, n_chunks=4)
+
+    def variadic_reduces() -> int:
+        return jax.jit(chunked).lower(x, w).as_text().count(":2 = stablehlo.reduce(")
+
+    cpu = jax.value_and_grad(chunked, argnums=(0, 1), has_aux=True)(x, w)
+    assert variadic_reduces() == 0
+    request.getfixturevalue("as_on_a_gpu")
+    assert variadic_reduces() == 1
+    gpu = jax.value_and_grad(chunked, argnums=(0, 1), has_aux=True)(x, w)
+    for got, want in zip(jax.tree.leaves(gpu), jax.tree.leaves(cpu), strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-8)
 
 
 def test_bfloat16_operands_ask_for_bfloat16_logits():
