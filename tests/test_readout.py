@@ -147,7 +147,10 @@ def test_the_cross_entropy_output_carries_no_gradient():
     assert not np.any(np.asarray(gx))
 
 
-def test_vmapped_members_match_each_alone():
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_vmapped_members_match_each_alone(backend, request):
+    if backend == "gpu":  # the one-pass log-partition, under vmap as in a pack
+        request.getfixturevalue("as_on_a_gpu")
     members = [_problem(seed=k) for k in range(3)]
     stacked = [jnp.stack(parts) for parts in zip(*members, strict=True)]
 
