@@ -195,9 +195,9 @@ def split_qkv(
 
     The biases are added in the split, not to the product: XLA takes a bias added to a batched
     product (a pack's, under vmap) as cuBLAS's C matrix, written out at full size and read back
-    (a [tokens, 3d] array twice a layer). The backward pass stacks dq, dk, dv and sums the
-    bias gradient from the stack, as autodiff of the unsplit add does (one fused kernel on a GPU,
-    where separate sums of dq, dk and dv are three more)."""
+    (a [tokens, 3d] array twice a layer). The backward pass puts dq, dk, dv back into one
+    array as autodiff of a slice does (pads and adds) and sums the bias gradient from it: one
+    fused kernel on a GPU, where `jnp.stack` or separate sums of dq, dk and dv make more."""
     if b_CHK is None:
         return qkv_BTCHK[:, :, 0], qkv_BTCHK[:, :, 1], qkv_BTCHK[:, :, 2]
     return _split_qkv_bias(qkv_BTCHK, b_CHK.astype(qkv_BTCHK.dtype))
@@ -213,10 +213,10 @@ def _split_qkv_bias_fwd(qkv_BTCHK, b_CHK):
 
 
 def _split_qkv_bias_bwd(_, g):
-    pads = [[(0, 0)] * 5 for _ in range(3)]
-    for c in range(3):
-        pads[c][2] = (c, 2 - c)
-    g_BTCHK = sum(jnp.pad(g_c[:, :, None], pads[c]) for c, g_c in enumerate(g))
+    def at(c: int, g_BTHK: jax.Array) -> jax.Array:  # g at index c of a new axis 2 of size 3
+        return jnp.pad(g_BTHK[:, :, None], ((0, 0), (0, 0), (c, 2 - c), (0, 0), (0, 0)))
+
+    g_BTCHK = sum(at(c, g_c) for c, g_c in enumerate(g))
     return g_BTCHK, jnp.sum(g_BTCHK, axis=(0, 1))
 
 
