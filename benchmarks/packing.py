@@ -142,12 +142,7 @@ def measure_packed(shape: Any, K: int, batch: int, dtype: str, seconds: float) -
     state = {"p": jax.device_put(params, state_sh)}
     state["o"] = jax.device_put(stack_trees([tx.init(p) for _, p in members]), state_sh)
     del members, params
-    step = make_packed_step(
-        graphdef,
-        tx,
-        in_shardings=(state_sh, state_sh, batch_sh, vec_sh, vec_sh),
-        out_shardings=(state_sh, state_sh, vec_sh),
-    )
+    step = make_packed_step(graphdef, tx, shardings=(state_sh, batch_sh, vec_sh))
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, shape.vocab_size, (K, batch, shape.context + 1)).astype(np.int32)
     lr = np.full((K,), 1e-3, np.float32)

@@ -1,9 +1,11 @@
 """Packed runs over 2 CPU host devices (in a subprocess) record what each run records alone.
 
-`pack_shardings` lays a pack out two ways: K = 2 members one per device, or K = 3 members (not
-dividing over 2) on both devices with each batch split, a program with an all-reduce. Both are
-checked against `train()` of each member alone on the same two devices, within 1e-5 nats
-(float32 sums in another order), as in `test_train_packed.py`.
+`pack_shardings` lays a pack out two ways: members split over the devices (K = 2: one member
+per device, stepped unbatched; K = 4: two per device, vmapped), or K = 3 members (not dividing
+over 2) on both devices with each batch split, a program with an all-reduce. Each is checked
+against `train()` of each member alone on the same two devices, within 1e-5 nats (float32 sums
+in another order), as in `test_train_packed.py`; the fourth member is shorter and leaves its
+pack early.
 
 The split layout's step is launched only on ready inputs (`launched_when_ready`); this 30-step
 pack passes without that too, so the deadlock it prevents is tested on the run step
@@ -31,12 +33,13 @@ members = [
     tiny_config(packed),
     tiny_config(packed, train={"init_seed": 1}, data={"data_seed": 3}, optim={"lr": 3e-3}),
     tiny_config(packed, train={"init_seed": 2}, optim={"schedule": "constant"}),
+    tiny_config(packed, train={"init_seed": 3, "steps": 20}, data={"data_seed": 5}),
 ]
 keys = ("step", "train_loss", "eval_loss")
 out = {"devices": jax.device_count(), "alone": [], "layouts": {}}
 for k, cfg in enumerate(members):
     out["alone"].append([[r[key] for key in keys] for r in train(cfg, root / f"a{k}").rows])
-for K in (2, 3):
+for K in (2, 3, 4):
     state_sh = pack_shardings(K, members[0].train.batch_size)[0]
     out["layouts"][K] = str(state_sh.spec)
     outs = train_packed(members[:K], [root / f"p{K}-{k}" for k in range(K)])
@@ -52,9 +55,9 @@ def test_packed_runs_over_two_devices_record_what_they_record_alone(tmp_path):
         SCRIPT, 2, tmp_path / "cache", tests_dir, str(tmp_path), collective_timeout_s=10
     )
     assert out["devices"] == 2
-    # K = 2: one member per device; K = 3: every member on both devices, batches split.
-    assert out["layouts"] == {"2": "P('d',)", "3": "P()"}
-    for K in (2, 3):
+    # K = 2 and 4: members split over the devices; K = 3: every member on both, batches split.
+    assert out["layouts"] == {"2": "P('d',)", "3": "P()", "4": "P('d',)"}
+    for K in (2, 3, 4):
         assert out[f"K{K}/state"] == ["done"] * K
         for k, (rows, alone) in enumerate(zip(out[f"K{K}"], out["alone"], strict=False)):
             assert [r[0] for r in rows] == [r[0] for r in alone], (K, k)
