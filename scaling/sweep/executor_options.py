@@ -142,7 +142,7 @@ def _parse_fields(raw: dict) -> dict[str, Any]:
                 raise ConfigError(name, v, 'a table of sbatch options, e.g. {account = "lab"}')
             out["slurm_extra"] = {k: str(x) for k, x in v.items()}
         else:
-            raise ConfigError(name, v, "one of the keys " + ", ".join(KEYS))
+            raise ConfigError(name, v, f"no key {key!r} here; known: {', '.join(KEYS)}")
     return out
 
 

@@ -164,7 +164,8 @@ def parse_spec(
 def _check_keys(table: dict, allowed: tuple[str, ...], prefix: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(prefix + key, table[key], "one of the keys " + ", ".join(allowed))
+            known = ", ".join(allowed)
+            raise ConfigError(prefix + key, table[key], f"no key {key!r} here; known: {known}")
 
 
 def _parse_design(raw: Any) -> Design:
