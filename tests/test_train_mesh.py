@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from host_devices import run_on_host_devices
 
-from scaling.train.mesh import axis_sizes, fsdp_spec
+from scaling.train.mesh import axis_sizes, default_batch_split, fsdp_spec
 
 TOL = 1e-5
 MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "vocab_size": 64, "context": 16}
@@ -156,3 +156,15 @@ def test_mesh_setting_is_validated_and_not_part_of_a_runs_identity():
         with pytest.raises(ConfigError) as e:
             base.with_overrides(bad)
         assert e.value.field == field
+
+
+def test_default_batch_split_keeps_two_sequences_a_cpu_device():
+    # All devices when they divide the batch, else one; on CPUs at least 2 sequences a device.
+    assert default_batch_split(8, 2, "cpu") == 2
+    assert default_batch_split(7, 2, "cpu") == 1
+    assert default_batch_split(2, 2, "cpu") == 1
+    assert default_batch_split(8, 8, "cpu") == 4
+    assert default_batch_split(6, 6, "cpu") == 3
+    assert default_batch_split(1, 1, "cpu") == 1
+    assert default_batch_split(2, 2, "gpu") == 2  # the size-1 slowdown is XLA's CPU backend's
+    assert default_batch_split(12, 8, "gpu") == 1

@@ -76,6 +76,19 @@ class RunMesh:
         return jax.tree.map(one, tree, sharding)
 
 
+def default_batch_split(batch_size: int, n_devices: int, platform: str) -> int:
+    """Devices the default layout splits a batch of `batch_size` over: all `n_devices` when
+    they divide it, else one. On CPUs each keeps at least 2 sequences (else the largest
+    divisor that does): XLA's CPU backend ran reductions over arrays whose leading axis has size
+    1 ~10x slower (YNNPACK), so batch 2 on 2 host devices stepped ~15% slower than on one."""
+    if batch_size % n_devices:
+        return 1
+    if platform != "cpu":
+        return n_devices
+    fits = [d for d in range(2, n_devices + 1) if batch_size % d == 0 and batch_size >= 2 * d]
+    return max(fits, default=1)
+
+
 def fsdp_spec(shape: tuple[int, ...], fsdp: int) -> Any:
     """PartitionSpec putting `fsdp` on the largest dimension it divides (ties: the first)."""
     from jax.sharding import PartitionSpec
@@ -112,7 +125,8 @@ def make_mesh(mesh_config: Any, batch_size: int) -> RunMesh:
     """The run's mesh over the first data x fsdp devices of this process.
 
     The default (data = "all", fsdp = 1) shards the batch over every device when it divides
-    evenly and otherwise uses one device; explicit sizes must divide the batch. With several
+    evenly and otherwise uses one device, keeping at least 2 sequences a device on CPUs
+    (`default_batch_split`); explicit sizes must divide the batch. With several
     processes the mesh spans all their devices (every process must take part), so the batch
     must divide over all of them.
     """
@@ -128,12 +142,11 @@ def make_mesh(mesh_config: Any, batch_size: int) -> RunMesh:
             f"data={data} x fsdp={fsdp}",
             f"all {len(devices)} devices of the {jax.process_count()} processes (data x fsdp)",
         )
-    if batch_size % (data * fsdp):
-        if mesh_config.data == ALL and mesh_config.fsdp == 1 and not several:
-            data = 1
-        else:
-            raise ConfigError(
-                "train.batch_size", batch_size, f"a multiple of data x fsdp = {data * fsdp} (mesh)"
-            )
+    if mesh_config.data == ALL and mesh_config.fsdp == 1 and not several:
+        data = default_batch_split(batch_size, data, devices[0].platform)
+    elif batch_size % (data * fsdp):
+        raise ConfigError(
+            "train.batch_size", batch_size, f"a multiple of data x fsdp = {data * fsdp} (mesh)"
+        )
     grid = np.array(devices[: data * fsdp]).reshape(data, fsdp)
     return RunMesh(Mesh(grid, AXES), data, fsdp)

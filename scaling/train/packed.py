@@ -137,19 +137,22 @@ def make_packed_step(
 
 def pack_shardings(K: int, batch_size: int) -> tuple[Any, Any, Any, Any]:
     """Shardings (state, batch, per-member vector, replicated) of a pack of K: the members
-    split over the local devices when K divides evenly, else each batch split, else one device."""
+    split over the local devices when K divides evenly, else each batch split as one run's
+    would be (`default_batch_split`), else one device."""
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from scaling.train.mesh import default_batch_split
 
     devices = jax.local_devices()
     n_dev = len(devices)
     state, batch, vec = PartitionSpec(), PartitionSpec(), PartitionSpec()
     if n_dev > 1 and K % n_dev == 0:
         state, batch, vec = PartitionSpec("d"), PartitionSpec("d"), PartitionSpec("d")
-    elif n_dev > 1 and batch_size % n_dev == 0:
-        batch = PartitionSpec(None, "d")
     else:
-        devices = devices[:1]
+        devices = devices[: default_batch_split(batch_size, n_dev, devices[0].platform)]
+        if len(devices) > 1:
+            batch = PartitionSpec(None, "d")
     mesh = Mesh(np.array(devices), ("d",))
     return (
         NamedSharding(mesh, state),
