@@ -16,6 +16,7 @@ class ConfigError(ScalingError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
+        self.context = context
         where = f"{context}: " if context else ""
         super().__init__(f"{where}{field} = {value!r} is invalid; allowed: {allowed}")
 

@@ -55,6 +55,15 @@ def test_bad_sweep_file_names_the_key_and_what_is_allowed(tmp_path, old, new, ke
     assert "\n" not in str(e.value)
 
 
+def test_a_table_that_is_no_key_of_a_sweep_file_is_named_with_the_file(tmp_path):
+    path = spec_file(tmp_path, '[sweep]\nname = "x"\n' + GOOD)
+    with pytest.raises(ConfigError) as e:
+        load_spec(path)
+    assert e.value.field == "sweep"
+    assert str(e.value).startswith(f"{path}: sweep = ")
+    assert "no key 'sweep' here; known: name, description" in str(e.value)
+
+
 def test_good_sweep_file_plans(tmp_path):
     runs = load_and_plan(spec_file(tmp_path, GOOD))
     assert len(runs) == 2

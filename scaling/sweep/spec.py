@@ -117,7 +117,12 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise ConfigError("sweep file", str(path), "UTF-8 text") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("sweep file", str(path), f"valid TOML ({e})") from e
-    return parse_spec(raw, name=p.stem, source_text=text, source_path=str(p))
+    try:
+        return parse_spec(raw, name=p.stem, source_text=text, source_path=str(p))
+    except ConfigError as e:  # name the file the bad value is in
+        if e.context is not None:
+            raise
+        raise ConfigError(e.field, e.value, e.allowed, context=str(p)) from None
 
 
 def parse_spec(
