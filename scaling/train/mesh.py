@@ -79,8 +79,8 @@ class RunMesh:
 def default_batch_split(batch_size: int, n_devices: int, platform: str) -> int:
     """Devices the default layout splits a batch of `batch_size` over: all `n_devices` when
     they divide it, else one. On CPUs each keeps at least 2 sequences (else the largest
-    divisor that does): XLA's CPU backend ran reductions over arrays whose leading axis has size
-    1 ~10x slower (YNNPACK), so batch 2 on 2 host devices stepped ~15% slower than on one."""
+    divisor that does): XLA's CPU backend ran reductions over arrays with an axis of size 1
+    ~10x slower (YNNPACK), so batch 2 on 2 host devices stepped ~15% slower than on one."""
     if batch_size % n_devices:
         return 1
     if platform != "cpu":

@@ -94,9 +94,9 @@ def make_packed_step(
 
     `shardings` (state, batch, per-member vector: `pack_shardings`) fixes the layout of inputs
     and outputs. When it splits the members over devices, each device steps its own members
-    (`shard_map`), and a device holding one member steps it unbatched: on XLA's CPU backend the
-    reductions of a program whose leading axis has size 1 ran ~15x slower (YNNPACK; d_model 256:
-    the vmapped step 13% slower than the same model's plain step)."""
+    (`shard_map`), and a device holding one member steps it unbatched: XLA's CPU backend ran
+    reductions over arrays with an axis of size 1 (here the members') ~15x slower (YNNPACK;
+    d_model 256: the vmapped step of one member 13% slower than the same model's plain step)."""
     import functools
 
     import jax
