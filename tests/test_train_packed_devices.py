@@ -5,7 +5,7 @@ per device, stepped unbatched; K = 4: two per device, vmapped), or K = 3 members
 over 2) on both devices with each batch split, a program with an all-reduce. Each is checked
 against `train()` of each member alone on the same two devices, within 1e-5 nats (float32 sums
 in another order), as in `test_train_packed.py`; the fourth member is shorter and leaves its
-pack early.
+pack early, and a member that diverges beside the first (K = 2) leaves it undisturbed.
 
 The split layout's step is launched only on ready inputs (`launched_when_ready`); this 30-step
 pack passes without that too, so the deadlock it prevents is tested on the run step
@@ -45,6 +45,11 @@ for K in (2, 3, 4):
     outs = train_packed(members[:K], [root / f"p{K}-{k}" for k in range(K)])
     out[f"K{K}"] = [[[r[key] for key in keys] for r in o.rows] for o in outs]
     out[f"K{K}/state"] = [o.state for o in outs]
+# K = 2 with a diverging member: the other, alone on its device, goes on as if alone.
+bad = tiny_config(packed, optim={"lr": 1e4, "warmup_steps": 0}, train={"init_seed": 7})
+outs = train_packed([members[0], bad], [root / "d0", root / "d1"])
+out["diverging"] = [[[r[key] for key in keys] for r in o.rows] for o in outs]
+out["diverging/state"] = [o.state for o in outs]
 print("RESULT " + json.dumps(out))
 """
 
@@ -64,3 +69,9 @@ def test_packed_runs_over_two_devices_record_what_they_record_alone(tmp_path):
             for r, a in zip(rows, alone, strict=True):
                 for x, y in zip(r[1:], a[1:], strict=True):
                     assert (x is None and y is None) or abs(x - y) <= 1e-5, (K, k, r, a)
+    assert out["diverging/state"] == ["done", "diverged"]
+    rows, alone = out["diverging"][0], out["alone"][0]
+    assert [r[0] for r in rows] == [r[0] for r in alone]
+    for r, a in zip(rows, alone, strict=True):
+        for x, y in zip(r[1:], a[1:], strict=True):
+            assert (x is None and y is None) or abs(x - y) <= 1e-5, ("diverging", r, a)
