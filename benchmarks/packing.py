@@ -1,9 +1,10 @@
 """Aggregate training throughput of K packed models against the same K runs one after another.
 
-For each size and K it times the step `train_packed` runs (one jitted, vmapped step over K
-stacked models, same shardings) and the step `train` runs for one model. K runs one after
-another each run at the single-model speed, so their aggregate tokens/s is the single step's
-tokens/s (timed once per size, in the same process). Each point is the best of 3 timed
+For each size and K it times the step `train_packed` runs (`PackedState.step`: on accelerators
+one jitted, vmapped call over K stacked models; on CPUs one call per group of one member a
+device; same shardings; `calls` in the table) and the step `train` runs for one model. K runs
+one after another each run at the single-model speed, so their aggregate tokens/s is the single
+step's tokens/s (timed once per size, in the same process). Each point is the best of 3 timed
 rounds, so other load on a shared machine disturbs it less. MFU uses the `attention` FLOP
 convention of `scaling.flops` and the peak of `scaling.train.throughput` (measured on CPUs,
 the published table peak on accelerators). K = 1 is train()'s step (`train_packed` hands a
@@ -12,7 +13,7 @@ every step, as in training. `wall s`: the point's whole time (set-up, compilatio
 
     .venv/bin/python benchmarks/packing.py [--quick] [--seconds 4] [--d-models 64,128,256]
         [--ks 1,2,4,8,16] [--batch 8] [--context 256] [--dtype float32] [--out rows.json]
-        [--record]
+        [--record] [--group-size N]
     # other shapes: --shapes d_model:n_layers:n_heads,...  (e.g. 768:12:12)
 
 `--record` caches the measured speedups for the sweep runner's "auto" pack size
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--vocab", type=int, default=VOCAB)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument(
+        "--group-size", type=int, default=None, help="members per call (default: the device's)"
+    )
     p.add_argument("--out", default="", help="write raw rows (JSON) here")
     p.add_argument("--no-tuning", action="store_true", help="SCALING_RUNTIME=off")
     p.add_argument(
@@ -122,37 +126,34 @@ def measure_single(shape: Any, batch: int, dtype: str, seconds: float) -> float:
     return time_steps(run_one, seconds)
 
 
-def measure_packed(shape: Any, K: int, batch: int, dtype: str, seconds: float) -> float:
-    """Seconds per step of train_packed()'s step for K models."""
-    import jax
+def measure_packed(
+    shape: Any, K: int, batch: int, dtype: str, seconds: float, group_size: int | None = None
+) -> float:
+    """Seconds per step of train_packed()'s step for K models (`PackedState`: its groups,
+    shardings and jitted calls)."""
     import jax.numpy as jnp
     import numpy as np
 
     from scaling.train.config import RunConfig
     from scaling.train.optim import make_optimizer
-    from scaling.train.packed import make_packed_step, pack_shardings, stack_trees
+    from scaling.train.packed import PackedState
     from scaling.train.step import init_params
 
-    state_sh, batch_sh, vec_sh, _ = pack_shardings(K, batch)
     jdtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     tx = make_optimizer(RunConfig())
     members = [init_params(shape, k, jdtype) for k in range(K)]
-    graphdef = members[0][0]
-    params = stack_trees([p for _, p in members])
-    state = {"p": jax.device_put(params, state_sh)}
-    state["o"] = jax.device_put(stack_trees([tx.init(p) for _, p in members]), state_sh)
+    params = [p for _, p in members]
+    state = PackedState(
+        members[0][0], tx, params, [tx.init(p) for p in params], batch, group_size=group_size
+    )
     del members, params
-    step = make_packed_step(graphdef, tx, shardings=(state_sh, batch_sh, vec_sh))
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, shape.vocab_size, (K, batch, shape.context + 1)).astype(np.int32)
     lr = np.full((K,), 1e-3, np.float32)
     active = np.ones((K,), bool)
 
     def run_one():
-        state["p"], state["o"], out = step(
-            state["p"], state["o"], jax.device_put(tokens, batch_sh), lr, active
-        )
-        return out["loss"]
+        return [loss for _, loss in state.step(tokens, lr, active)]
 
     return time_steps(run_one, seconds)
 
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from scaling import flops
     from scaling.io import atomic_write_json
+    from scaling.train.packed import member_groups
     from scaling.train.runtime import enable_compilation_cache
     from scaling.train.throughput import MFU_CONVENTION, device_peak
 
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ks = [] if args.ks == "none" else [int(k) for k in args.ks.split(",") if k]
     print(
-        f"{'d_model':>7} {'layers':>6} {'N_total':>9} {'K':>3} {'packed tok/s':>13} "
+        f"{'d_model':>7} {'layers':>6} {'N_total':>9} {'K':>3} {'calls':>5} {'packed tok/s':>13} "
         f"{'seq tok/s':>11} {'speedup':>7} {'MFU pack':>8} {'MFU seq':>8} {'wall s':>6}",
         flush=True,
     )
@@ -210,13 +212,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 try:
                     t0 = time.perf_counter()
-                    packed_s = measure_packed(shape, K, args.batch, args.dtype, args.seconds)
+                    packed_s = measure_packed(
+                        shape, K, args.batch, args.dtype, args.seconds, args.group_size
+                    )
                     wall = time.perf_counter() - t0
                 except Exception as e:  # e.g. out of memory at a large K: report, go on
                     msg = str(e).splitlines()[0][:120]
                     print(f"{shape.d_model:7d} {shape.n_layers:6d} {'':9} {K:3d} failed: {msg}")
                     continue
             tps = K * tokens / packed_s
+            calls = len(member_groups(K, jax.local_devices(), args.group_size)) if K > 1 else 1
             row = {
                 "d_model": shape.d_model,
                 "n_layers": shape.n_layers,
@@ -225,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_per_model": args.batch,
                 "N_total": n_total,
                 "K": K,
+                "calls_per_step": calls,
                 "packed": bool(ks),
                 "dtype": args.dtype,
                 "packed_step_s": packed_s,
@@ -243,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows.append(row)
             print(
-                f"{shape.d_model:7d} {shape.n_layers:6d} {n_total:9.3g} {K:3d} {tps:13,.0f} "
+                f"{shape.d_model:7d} {shape.n_layers:6d} {n_total:9.3g} {K:3d} {calls:5d} "
+                f"{tps:13,.0f} "
                 f"{seq_tps:11,.0f} {tps / seq_tps:7.2f} {row['mfu_packed']:8.3f} "
                 f"{row['mfu_sequential']:8.3f} {wall:6.1f}",
                 flush=True,
@@ -252,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                 atomic_write_json(args.out, rows)
     # Judged at the start only: during the run this benchmark itself keeps every core busy.
     busy = dev.platform == "cpu" and load_start > 0.75 * cores
-    if args.record and rows and busy:  # other load makes packed/sequential ratios noise
+    if args.record and args.group_size is not None:  # the sweep packs with the default groups
+        print("not recorded: --group-size changes the step the sweep's packs run")
+    elif args.record and rows and busy:  # other load makes packed/sequential ratios noise
         print(
             f"not recorded: this CPU was busy (load average {load_start:.1f} on {cores} cores "
             f"at the start); rerun on a quiet machine"

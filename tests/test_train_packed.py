@@ -1,5 +1,7 @@
-"""train_packed(): K packed runs record what the same K runs record alone; a diverging member
-is masked out without disturbing the others; runs that cannot share a pack are refused.
+"""train_packed(): K packed runs record what the same K runs record alone, stepped one member
+a call (the CPU default here, one device) or all in one vmapped call (the accelerators'
+default); a diverging member is masked out without disturbing the others; runs that cannot
+share a pack are refused.
 
 Tolerance: losses agree to 1e-5 nats absolute (float32: a vmapped step may sum in another
 order than the single step, and 40 AdamW steps carry that rounding along; measured here the
@@ -14,7 +16,7 @@ from tiny import tiny_config
 from scaling.errors import ConfigError
 from scaling.io import read_json, read_jsonl
 from scaling.train import RunConfig, train
-from scaling.train.packed import check_packable, train_packed
+from scaling.train.packed import check_packable, member_groups, train_packed
 
 TOL = 1e-5
 COMPARED = ("step", "tokens", "train_loss", "eval_loss", "eval_loss_se", "lr", "flops_attention")
@@ -52,9 +54,10 @@ def assert_same_rows(rows, reference):
             assert a[key] == pytest.approx(b[key], abs=TOL), (a["step"], key)
 
 
-def test_packed_runs_record_what_they_record_alone(tmp_path, alone):
+@pytest.mark.parametrize("group_size", [None, 3])
+def test_packed_runs_record_what_they_record_alone(tmp_path, alone, group_size):
     dirs = [tmp_path / f"p{k}" for k in range(3)]
-    outs = train_packed(MEMBERS, dirs)
+    outs = train_packed(MEMBERS, dirs, group_size=group_size)
     assert [o.state for o in outs] == ["done"] * 3
     assert [o.step for o in outs] == [40, 24, 32]  # shorter runs left the pack at their end
     for k in range(3):
@@ -65,15 +68,16 @@ def test_packed_runs_record_what_they_record_alone(tmp_path, alone):
         assert status["pack_size"] == 3
         assert read_json(dirs[k] / "config.json") == MEMBERS[k].to_dict()
     # finished runs are results: packing them again trains nothing
-    again = train_packed(MEMBERS, dirs)
+    again = train_packed(MEMBERS, dirs, group_size=group_size)
     assert [o.step for o in again] == [40, 24, 32]
 
 
-def test_a_diverging_member_is_masked_and_the_others_go_on(tmp_path, alone):
+@pytest.mark.parametrize("group_size", [None, 3])
+def test_a_diverging_member_is_masked_and_the_others_go_on(tmp_path, alone, group_size):
     bad = tiny(optim={"lr": 1e4, "warmup_steps": 0}, train={"init_seed": 7})
     configs = [MEMBERS[0], bad, MEMBERS[2]]
     dirs = [tmp_path / f"p{k}" for k in range(3)]
-    outs = train_packed(configs, dirs)
+    outs = train_packed(configs, dirs, group_size=group_size)
     assert [o.state for o in outs] == ["done", "diverged", "done"]
     assert outs[1].step < 40 and outs[1].reason
     status = read_json(dirs[1] / "status.json")
@@ -117,3 +121,21 @@ def test_configs_that_cannot_share_a_pack_are_refused():
     with pytest.raises(ConfigError, match=r"train\.objective"):
         check_packable([MEMBERS[0], tiny(train={"objective": "span"})])
     check_packable(MEMBERS)  # seeds, learning rates, schedules and lengths may differ
+
+
+class _Device:
+    def __init__(self, platform: str):
+        self.platform = platform
+
+
+def test_members_are_grouped_one_a_device_on_cpus_and_all_together_elsewhere():
+    cpus = [_Device("cpu")] * 2
+    assert member_groups(5, cpus) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert member_groups(4, [_Device("cpu")]) == [range(k, k + 1) for k in range(4)]
+    assert member_groups(16, [_Device("gpu")]) == [range(0, 16)]
+    assert member_groups(5, cpus, group_size=4) == [range(0, 4), range(4, 5)]
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ConfigError, match="group_size"):
+            member_groups(4, cpus, group_size=bad)
+    with pytest.raises(ConfigError, match="group_size"):
+        train_packed(MEMBERS, ["a", "b", "c"], group_size=0)
