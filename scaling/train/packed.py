@@ -93,7 +93,8 @@ def make_packed_step(
 ) -> Callable:
     """`jit(vmap(train_step))` over stacked members, params and optimizer state donated:
     `step(params_K, opt_state_K, batch_KBT1, lr_K, active_K) -> (params_K, opt_state_K,
-    metrics_K)`. Members with `active` False keep their parameters and optimizer state.
+    metrics_K)`. Members with `active` False keep their parameters and optimizer state (vmapped:
+    their update is computed and discarded; one member unbatched: not computed, nan metrics).
 
     `shardings` (state, batch, per-member vector: `pack_shardings`) fixes the layout of inputs
     and outputs. When it splits the members over devices, each device steps its own members
@@ -110,14 +111,22 @@ def make_packed_step(
 
     one_model = functools.partial(train_step, graphdef, tx=tx, z_loss=z_loss)
 
-    def step_members(params, opt_state, batch, lr):
-        if batch.shape[0] > 1:
-            return jax.vmap(one_model)(params, opt_state, batch, lr)
+    def step_alone(params, opt_state, batch, lr, active):
+        """One member, unbatched; an inactive one is not stepped at all (`lax.cond`)."""
         alone = jax.tree.map(lambda a: a[0], (params, opt_state, batch, lr))
-        return jax.tree.map(lambda a: a[None], one_model(*alone))
+        metrics = jax.eval_shape(one_model, *alone)[2]
+
+        def idle(p, o, b, r):  # nan metrics, varying over devices as r is (shard_map)
+            nan = jnp.nan + 0 * r
+            return p, o, jax.tree.map(lambda m: jnp.full(m.shape, nan, m.dtype), metrics)
+
+        out = jax.lax.cond(active[0], one_model, idle, *alone)
+        return jax.tree.map(lambda a: a[None], out)
 
     def packed(params, opt_state, batch, lr, active):
-        new_p, new_o, out = step_members(params, opt_state, batch, lr)
+        if batch.shape[0] == 1:
+            return step_alone(params, opt_state, batch, lr, active)
+        new_p, new_o, out = jax.vmap(one_model)(params, opt_state, batch, lr)
 
         def keep(new, old):
             mask = active.reshape(active.shape + (1,) * (new.ndim - 1))
