@@ -4,12 +4,14 @@ For each size and K it times the step `train_packed` runs (`PackedState.step`: o
 one jitted, vmapped call over K stacked models; on CPUs one call per group of one member a
 device; same shardings; `calls` in the table) and the step `train` runs for one model. K runs
 one after another each run at the single-model speed, so their aggregate tokens/s is the single
-step's tokens/s (timed once per size, in the same process). Each point is the best of 3 timed
-rounds, so other load on a shared machine disturbs it less. MFU uses the `attention` FLOP
-convention of `scaling.flops` and the peak of `scaling.train.throughput` (measured on CPUs,
-the published table peak on accelerators). K = 1 is train()'s step (`train_packed` hands a
-pack of one to `train`), so its speedup is 1 by construction. Host batches are transferred
-every step, as in training. `wall s`: the point's whole time (set-up, compilation, timing).
+step's tokens/s. The two steps are timed in turns, 3 rounds each, in the same process, and each
+keeps its best round (`time_paired`): other load on a shared machine disturbs the best round
+less, and a drift in the machine's speed falls on both sides of the ratio. MFU uses the
+`attention` FLOP convention of `scaling.flops` and the peak of `scaling.train.throughput`
+(measured on CPUs, the published table peak on accelerators). K = 1 is train()'s step
+(`train_packed` hands a pack of one to `train`), so its speedup is 1 by construction. Host
+batches are transferred every step, as in training. `wall s`: the point's whole time (set-up,
+compilation, timing).
 
     .venv/bin/python benchmarks/packing.py [--quick] [--seconds 4] [--d-models 64,128,256]
         [--ks 1,2,4,8,16] [--batch 8] [--context 256] [--dtype float32] [--out rows.json]
@@ -74,31 +76,47 @@ def shapes_of(args: argparse.Namespace) -> list[Any]:
     ]
 
 
-def time_steps(run_one, seconds: float, rounds: int = 3, min_steps: int = 2) -> float:
-    """Seconds per step: two warm-up steps (compilation), then the best of `rounds` rounds of at
-    least `min_steps` steps and seconds/rounds of wall time each (the best round is the one
-    least disturbed by other load on the machine); steps are dispatched asynchronously."""
+def warm(run_one) -> None:
+    """Two steps, waited for: compilation and first-touch allocation are not timed."""
     import jax
 
     for _ in range(2):
         jax.block_until_ready(run_one())
-    best = math.inf
+
+
+def time_round(run_one, seconds: float, min_steps: int = 2) -> float:
+    """Seconds per step over one round of at least `min_steps` steps and `seconds` of wall time;
+    steps are dispatched asynchronously (waited for every 4, as the training loop syncs)."""
+    import jax
+
+    n, t0 = 0, time.perf_counter()
+    while True:
+        out = run_one()
+        n += 1
+        if n >= min_steps and time.perf_counter() - t0 >= seconds:
+            break
+        if n % 4 == 0:
+            jax.block_until_ready(out)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / n
+
+
+def time_paired(steppers: list, seconds: float, rounds: int = 3) -> list[float]:
+    """Seconds per step of each stepper: `rounds` rounds of each in turn, the best of each (the
+    one least disturbed by other load). Taking turns puts a drift in the machine's speed (other
+    load, clocks) on every stepper alike, so their ratio is measured in one stretch of time."""
+    for run_one in steppers:
+        warm(run_one)
+    best = [math.inf] * len(steppers)
     for _ in range(rounds):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            out = run_one()
-            n += 1
-            if n >= min_steps and time.perf_counter() - t0 >= seconds / rounds:
-                break
-            if n % 4 == 0:
-                jax.block_until_ready(out)
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - t0) / n)
+        for i, run_one in enumerate(steppers):
+            best[i] = min(best[i], time_round(run_one, seconds / rounds))
     return best
 
 
-def measure_single(shape: Any, batch: int, dtype: str, seconds: float) -> float:
-    """Seconds per step of train()'s step for one model (same shardings as the loop)."""
+def single_stepper(shape: Any, batch: int, dtype: str):
+    """A function running one step of train()'s step for one model (same shardings as the
+    loop), returning its loss."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -123,14 +141,12 @@ def measure_single(shape: Any, batch: int, dtype: str, seconds: float) -> float:
         )
         return out["loss"]
 
-    return time_steps(run_one, seconds)
+    return run_one
 
 
-def measure_packed(
-    shape: Any, K: int, batch: int, dtype: str, seconds: float, group_size: int | None = None
-) -> float:
-    """Seconds per step of train_packed()'s step for K models (`PackedState`: its groups,
-    shardings and jitted calls)."""
+def packed_stepper(shape: Any, K: int, batch: int, dtype: str, group_size: int | None = None):
+    """A function running one step of train_packed()'s step for K models (`PackedState`: its
+    groups, shardings and jitted calls), returning their losses."""
     import jax.numpy as jnp
     import numpy as np
 
@@ -155,7 +171,7 @@ def measure_packed(
     def run_one():
         return [loss for _, loss in state.step(tokens, lr, active)]
 
-    return time_steps(run_one, seconds)
+    return run_one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,24 +218,23 @@ def main(argv: list[str] | None = None) -> int:
         fpt = flops.flops_per_token(shape, MFU_CONVENTION)
         n_total = flops.param_counts(shape).N_total
         tokens = args.batch * shape.context
-        t0 = time.perf_counter()
-        single_s = measure_single(shape, args.batch, args.dtype, args.seconds)
-        single_wall = time.perf_counter() - t0
-        seq_tps = tokens / single_s
+        run_single = single_stepper(shape, args.batch, args.dtype)
         for K in ks or [None]:
+            t0 = time.perf_counter()
             if K is None or K == 1:  # train_packed hands a pack of one to train()
-                packed_s, K, wall = single_s, 1, single_wall
+                K = 1
+                single_s = packed_s = time_paired([run_single], args.seconds)[0]
             else:
                 try:
-                    t0 = time.perf_counter()
-                    packed_s = measure_packed(
-                        shape, K, args.batch, args.dtype, args.seconds, args.group_size
-                    )
-                    wall = time.perf_counter() - t0
+                    run_packed = packed_stepper(shape, K, args.batch, args.dtype, args.group_size)
+                    single_s, packed_s = time_paired([run_single, run_packed], 2 * args.seconds)
+                    del run_packed
                 except Exception as e:  # e.g. out of memory at a large K: report, go on
                     msg = str(e).splitlines()[0][:120]
                     print(f"{shape.d_model:7d} {shape.n_layers:6d} {'':9} {K:3d} failed: {msg}")
                     continue
+            wall = time.perf_counter() - t0
+            seq_tps = tokens / single_s
             tps = K * tokens / packed_s
             calls = len(member_groups(K, jax.local_devices(), args.group_size)) if K > 1 else 1
             row = {
