@@ -13,8 +13,8 @@ The "auto" rule, per model shape:
    with the best measured aggregate speedup over sequential runs, at the measured model size
    nearest to this one, if that speedup is at least PAYS (below it, on a shared machine, the
    gain is noise); else 1;
-2. no measurement: on a CPU, 1 (measured on the 2-core CPU: packing gives the same aggregate
-   tokens/s as one model, so it cannot win and K = 1 cannot lose); on an accelerator
+2. no measurement: on a CPU, 1 (measured on the 2-core CPU: packing gives 1.01-1.2x the
+   aggregate tokens/s of one model, little to win, and K = 1 cannot lose); on an accelerator
    (`gpus_per_job` > 0, or a GPU/TPU on this machine for the local executor), MAX_AUTO for
    models of at most ACCELERATOR_MAX_N parameters (small models are launch-bound there), 1 above;
 3. either way at most as many members as fit in half the memory (estimated per member by
