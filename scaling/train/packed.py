@@ -16,10 +16,11 @@ share (its tokens over the pack's wall time), and status.json carries `pack_size
 
 A member that diverges, or reaches its last step, is masked: its slot stays in the pack (no
 re-packing, no recompilation) but its update is zeroed, so its parameters are frozen, and
-nothing more is recorded for it. The pack ends when every member has ended. Known costs: a
-finished member's slot is still computed until every member of its group has ended (on
-accelerators, the pack: pack runs of similar length); evaluations and checkpoints run member by
-member; a pack of one member is handed to `train`.
+nothing more is recorded for it. The pack ends when every member has ended. On CPUs an ended
+member is not computed at all (two host devices share the cores: a pack of 2 with one ended
+steps the other as fast as `train` alone, d_model 128). Known costs: on accelerators an ended
+member's slot is still computed until the pack ends (pack runs of similar length); evaluations
+and checkpoints run member by member; a pack of one member is handed to `train`.
 """
 
 from __future__ import annotations
