@@ -237,6 +237,24 @@ def test_dry_run_lists_the_packs(tmp_path, capsys):
     assert "6 jobs for 6 runs to do, 0 of them packs" in out and "  P1" not in out
 
 
+def test_pack_estimate_counts_ended_slots_only_where_vmapped(tmp_path):
+    from scaling.sweep.plan_table import STARTUP_S, Throughput, pack_seconds, run_flops
+
+    spec = write(tmp_path, REAL_SWEEP)  # one shape, 10 and 20 steps
+    runs = sorted(plan(load_spec(spec)), key=lambda r: r.tokens)
+    short, long = runs[0], runs[-1]
+    assert long.tokens == 2 * short.tokens
+    tp = Throughput(peak=1e9, mfu=0.5, source="test")
+    f_short, f_long = run_flops(short, "attention"), run_flops(long, "attention")
+    vmapped = pack_seconds([short, long], tp) - STARTUP_S
+    assert vmapped == pytest.approx(2 * f_long / 5e8)  # the short slot runs to the end
+    summed = pack_seconds([short, long], tp, vmapped=False) - STARTUP_S
+    assert summed == pytest.approx((f_short + f_long) / 5e8)  # CPUs: an ended member is idle
+    assert pack_seconds([short, long], tp, 2.0, vmapped=False) - STARTUP_S == pytest.approx(
+        summed / 2
+    )
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "many", "2.5"])
 def test_bad_pack_size_flag_is_one_line_naming_flag_value_and_allowed(tmp_path, capsys, value):
     from scaling.cli.main import main

@@ -109,14 +109,18 @@ def run_seconds(run: PlannedRun, tp: Throughput) -> float:
     return STARTUP_S + run_flops(run, "attention") / tp.flops_per_s
 
 
-def pack_seconds(members: list[PlannedRun], tp: Throughput, speedup: float = 1.0) -> float:
-    """Estimated wall time of a pack: every slot is computed until its longest member ends
-    (K x the longest member's FLOPs), at the estimated rate times the pack's measured speedup;
-    one startup. A pack of one is `run_seconds`."""
+def pack_seconds(
+    members: list[PlannedRun], tp: Throughput, speedup: float = 1.0, *, vmapped: bool = True
+) -> float:
+    """Estimated wall time of a pack at the estimated rate times the pack's measured speedup,
+    one startup. `vmapped` (accelerators): every slot is computed until its longest member
+    ends, K x that member's FLOPs; else (CPUs: `scaling.train.packed`) an ended member costs
+    nothing, the members' FLOPs summed. A pack of one is `run_seconds`."""
     if len(members) == 1:
         return run_seconds(members[0], tp)
-    longest = max(run_flops(r, "attention") for r in members)
-    return STARTUP_S + len(members) * longest / (tp.flops_per_s * speedup)
+    each = [run_flops(r, "attention") for r in members]
+    computed = len(each) * max(each) if vmapped else sum(each)
+    return STARTUP_S + computed / (tp.flops_per_s * speedup)
 
 
 def plan_packs(
@@ -178,10 +182,11 @@ def format_plan(
             f"{(f'{budget:.3g}' if budget else '-'):>9} {ratio:>8} {est:>7} "
             f"{pack_of.get(r.run_id, '-'):>4}  {axes}"
         )
+    vmapped = policy is None or policy.accelerator
     for p in packs:
         members = [by_id[r] for r in p]
         speedup = policy.speedup(members[0].config, len(p)) if policy is not None else 1.0
-        total_s += pack_seconds(members, tp, speedup)
+        total_s += pack_seconds(members, tp, speedup, vmapped=vmapped)
     lines.append("")
     lines.append(
         f"{len(runs)} runs; compute kaplan {total_c['kaplan']:.3g}, attention "
@@ -199,17 +204,18 @@ def format_plan(
         speedup = policy.speedup(members[0].config, len(p)) if policy is not None else 1.0
         note = f", measured speedup {speedup:.2f}x" if speedup != 1.0 else ""
         s0 = members[0].shape
-        est = format_duration(pack_seconds(members, tp, speedup))
+        est = format_duration(pack_seconds(members, tp, speedup, vmapped=vmapped))
         lines.append(
             f"  P{i}: K={len(p)} {s0.variant} d{s0.d_model} L{s0.n_layers}, est {est}{note}: "
             f"{' '.join(p)}"
         )
     todo = f" for the {len(runs) - len(finished)} runs to do" if finished else ""
     per = "job" if multi else "run"
+    pack_cost = "K x its longest member" if vmapped else "the sum of its members"
     lines.append(
         f"estimated wall time{todo}: {format_duration(total_s)} in one worker, "
         f"~{format_duration(total_s / max(1, workers))} with {workers} "
         f"(rate {tp.flops_per_s:.3g} FLOP/s: {tp.source}; + {STARTUP_S:.0f}s startup per {per}"
-        f"{'; a pack computes K x its longest member' if multi else ''})"
+        f"{('; a pack computes ' + pack_cost) if multi else ''})"
     )
     return "\n".join(lines)
