@@ -9,9 +9,10 @@
 #   bash benchmarks/gpu.sh            # raw numbers: $OUT (or benchmarks/out)/gpu_*.json
 #
 # First a check that cuDNN's fused attention (used on GPUs in bfloat16) computes the model's
-# attention. Part 1, packing: K = 1 and 16 packed models against the same runs one after
-#   another, 16 sequences of 512 tokens per model per step, at vocabulary 256 (the project's
-#   sweeps: ~0.9e6 and ~3.4e6 parameters) and 8192 (~1.9e6 and ~5.4e6, as measured before).
+# attention. Part 1, packing: K = 16 packed models against the same runs one after another
+#   (one model's step, timed in turns with the pack's: `seq tok/s`), 16 sequences of 512
+#   tokens per model per step, at vocabulary 256 (the project's sweeps: ~0.9e6 and ~3.4e6
+#   parameters) and 8192 (~1.9e6 and ~5.4e6, as measured before).
 # Part 2, single models from ~1.2e8 to ~1e9 parameters (vocabulary 50304, context 1024, 16
 #   sequences per step), unpacked.
 # What XLA compiles these steps into, and the MFU that program allows (its roofline bound), is
@@ -91,12 +92,12 @@ print("relative error (bfloat16 operands: 1e-3 to 1e-2 expected): output-weighte
 PY
 
 echo; echo "== packed vs sequential, bfloat16, vocabulary 256 (the project's sweeps) =="
-timeout 110 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 128:4:2,256:4:4 --ks 1,16 \
+timeout 110 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 128:4:2,256:4:4 --ks 16 \
   --batch 16 --context 512 --vocab 256 --seconds 3 --out "$OUT_DIR/gpu_packed_v256.json" \
   || status=$?
 
 echo; echo "== packed vs sequential, bfloat16, vocabulary 8192 =="
-timeout 110 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 128:4:2,256:4:4 --ks 1,16 \
+timeout 110 "$PY" benchmarks/packing.py --dtype bfloat16 --shapes 128:4:2,256:4:4 --ks 16 \
   --batch 16 --context 512 --vocab 8192 --seconds 3 --out "$OUT_DIR/gpu_packed.json" || status=$?
 
 echo; echo "== single models ~1.2e8 to ~1e9 parameters, bfloat16 =="
